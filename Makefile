@@ -1,0 +1,46 @@
+# Developer verbs; CI runs `make test` (see .ci/run). Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export OMP_WAIT_POLICY := PASSIVE
+export HF_HUB_OFFLINE := 1
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test test-fast lint typecheck bench install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is installed first and pinned (constraints.txt) so nothing can pull a CUDA build.
+$(VENV)/.serve-installed: $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[embeddings]"
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.serve-installed
+	$(PIP) install -q -e ".[embeddings,test]"
+	touch $@
+
+install: $(VENV)/.serve-installed
+install-test: $(VENV)/.test-installed
+
+serve: install
+	$(VENV)/bin/inhouse serve
+
+test: install-test
+	$(PY) -m pytest -q
+
+test-fast: install-test
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+bench: install-test
+	$(PY) bench/files.py
+
+clean:
+	rm -rf $(VENV) data

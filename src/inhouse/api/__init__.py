@@ -1,0 +1,1 @@
+"""HTTP only: the one package that imports FastAPI. One router per OpenAI resource."""

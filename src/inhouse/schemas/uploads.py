@@ -1,0 +1,60 @@
+"""Uploads wire models: CreateUploadRequest, CompleteUploadRequest, Upload, UploadPart."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from inhouse.schemas.common import Request
+from inhouse.schemas.files import FileExpirationAfter, OpenAIFile
+from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
+
+
+class CreateUploadRequest(Request):
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+    expires_after: FileExpirationAfter | None = None
+
+
+class CompleteUploadRequest(Request):
+    part_ids: list[str]
+    md5: str | None = None
+
+
+class Upload(BaseModel):
+    id: str
+    object: Literal["upload"] = "upload"
+    created_at: int
+    filename: str
+    bytes: int
+    purpose: str
+    status: Literal["pending", "completed", "cancelled", "expired"]
+    expires_at: int
+    file: OpenAIFile | None = None
+
+    @classmethod
+    def of(cls, rec: UploadRecord, file: FileRecord | None) -> Upload:
+        return cls(
+            id=rec.id,
+            created_at=rec.created_at,
+            filename=rec.filename,
+            bytes=rec.bytes,
+            purpose=rec.purpose,
+            status=rec.status,  # type: ignore[arg-type]
+            expires_at=rec.expires_at,
+            file=OpenAIFile.of(file) if file is not None else None,
+        )
+
+
+class UploadPart(BaseModel):
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str
+
+    @classmethod
+    def of(cls, rec: UploadPartRecord) -> UploadPart:
+        return cls(id=rec.id, created_at=rec.created_at, upload_id=rec.upload_id)

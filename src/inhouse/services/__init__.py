@@ -1,0 +1,1 @@
+"""Use cases per OpenAI resource: rules and orchestration over the storage and engine Protocols."""

@@ -1,0 +1,56 @@
+"""The set of services one process uses, built by bootstrap and handed to the app and the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inhouse.config import Settings
+from inhouse.services.files import FilesService
+from inhouse.services.idempotency import IdempotencyService
+from inhouse.services.keys import KeysService
+from inhouse.services.maintenance import MaintenanceService
+from inhouse.services.models import ModelsService
+from inhouse.services.uploads import UploadsService
+from inhouse.storage.base import BlobStore, MetadataStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    meta: MetadataStore
+    blobs: BlobStore
+    files: FilesService
+    uploads: UploadsService
+    models: ModelsService
+    keys: KeysService
+    idempotency: IdempotencyService
+    maintenance: MaintenanceService
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Services:
+        files = FilesService(meta, blobs, settings.limits)
+        uploads = UploadsService(meta, blobs, files, settings.limits)
+        idempotency = IdempotencyService(meta)
+        return cls(
+            settings=settings,
+            meta=meta,
+            blobs=blobs,
+            files=files,
+            uploads=uploads,
+            models=ModelsService(meta, settings.models),
+            keys=KeysService(meta, settings.auth),
+            idempotency=idempotency,
+            maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds),
+        )
+
+    async def open(self) -> None:
+        await self.meta.open()
+        await self.meta.migrate()
+        await self.meta.check()
+        await self.blobs.open()
+
+    async def close(self) -> None:
+        await self.blobs.close()
+        await self.meta.close()

@@ -1,0 +1,61 @@
+"""Idempotency-Key: the first answer to a POST is kept and replayed; the same key with another body is 422."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from inhouse.errors import IdempotencyConflict, InhouseError
+from inhouse.ids import now
+from inhouse.storage.base import MetadataStore
+from inhouse.storage.records import IdempotencyRecord
+
+RETENTION_S = 24 * 3600
+
+
+class IdempotencyInFlight(InhouseError):
+    """The first request with this key has not answered yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status_code: int
+    content_type: str
+    body: bytes
+
+
+class IdempotencyService:
+    def __init__(self, meta: MetadataStore, clock: Callable[[], int] = now) -> None:
+        self.meta = meta
+        self.clock = clock
+
+    async def claim(self, scope: str, key: str) -> IdempotencyRecord | None:
+        """None: the caller now owns the key and runs the request. Else the record already there."""
+        # The body's hash is known only once the body has streamed through, so the claim is made
+        # first and the hash recorded with the answer.
+        return await self.meta.begin_idempotent(IdempotencyRecord(scope, key, "", self.clock(), None, None, None))
+
+    def replay_for(self, existing: IdempotencyRecord, request_hash: str) -> Replay:
+        if existing.status_code is None:
+            raise IdempotencyInFlight(
+                "A request with this Idempotency-Key is still being processed.", code="idempotency_in_flight"
+            )
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict(
+                "Keys for idempotent requests can only be used with the same parameters they were first used "
+                "with. Try using a key other than the one used in the original request.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        return Replay(existing.status_code, existing.content_type or "application/json", existing.body or b"")
+
+    async def finish(self, scope: str, key: str, request_hash: str, replay: Replay) -> None:
+        await self.meta.finish_idempotent(
+            scope, key, request_hash, replay.status_code, replay.content_type, replay.body
+        )
+
+    async def abort(self, scope: str, key: str) -> None:
+        await self.meta.abort_idempotent(scope, key)
+
+    async def purge(self) -> int:
+        return await self.meta.purge_idempotent(self.clock() - RETENTION_S)

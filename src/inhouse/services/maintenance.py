@@ -1,0 +1,83 @@
+"""Housekeeping: expire files and uploads, remove orphaned blobs and abandoned temporaries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from inhouse.ids import now
+from inhouse.services.files import file_blob_key
+from inhouse.services.idempotency import IdempotencyService
+from inhouse.services.uploads import UploadsService, part_blob_key
+from inhouse.storage.base import BlobStore, MetadataStore
+
+log = logging.getLogger(__name__)
+_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    expired_files: int = 0
+    expired_uploads: int = 0
+    orphan_blobs: int = 0
+    temporaries: int = 0
+    idempotency: int = 0
+
+
+class MaintenanceService:
+    def __init__(
+        self,
+        meta: MetadataStore,
+        blobs: BlobStore,
+        uploads: UploadsService,
+        idempotency: IdempotencyService,
+        stale_temp_seconds: float,
+        clock: Callable[[], int] = now,
+    ) -> None:
+        self.meta = meta
+        self.blobs = blobs
+        self.uploads = uploads
+        self.idempotency = idempotency
+        self.stale_temp_seconds = stale_temp_seconds
+        self.clock = clock
+
+    async def sweep(self) -> SweepReport:
+        report = SweepReport()
+        while batch := await self.meta.expired_files(self.clock(), _BATCH):
+            for f in batch:
+                await self.meta.delete_file_by_id(f.id)
+                await self.blobs.delete(file_blob_key(f.id))
+                report.expired_files += 1
+        for upload in await self.meta.expired_uploads(self.clock(), _BATCH):
+            await self.uploads.expire(upload)
+            report.expired_uploads += 1
+        report.orphan_blobs = await self.remove_orphans()
+        report.temporaries = await self.blobs.remove_temporaries(self.stale_temp_seconds)
+        report.idempotency = await self.idempotency.purge()
+        if any(vars(report).values()):
+            log.info("sweep: %s", report)
+        return report
+
+    async def remove_orphans(self) -> int:
+        """A blob is committed before its row; a crash between leaves a blob no row names. Remove those.
+
+        Only blobs older than the stale-temporary age are considered, so a blob whose row is about
+        to be written by a live request is never taken."""
+        removed = 0
+        for prefix, key_of, existing in (
+            ("files", file_blob_key, self.meta.existing_file_ids),
+            ("parts", part_blob_key, self.meta.existing_part_ids),
+        ):
+            keys = await self.blobs.list_keys(prefix)
+            ids = [k.split("/", 1)[1] for k in keys]
+            live = await existing(ids)
+            for blob_id in ids:
+                if blob_id not in live and await self._old_enough(key_of(blob_id)):
+                    await self.blobs.delete(key_of(blob_id))
+                    removed += 1
+        return removed
+
+    async def _old_enough(self, key: str) -> bool:
+        age = await self.blobs.age_seconds(key)
+        return age is not None and age >= self.stale_temp_seconds

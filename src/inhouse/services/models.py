@@ -1,0 +1,103 @@
+"""Models: configured local models (with their OpenAI aliases) and models created here (fine-tunes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from inhouse.config import ModelEntry
+from inhouse.errors import NotFound, PermissionDenied
+from inhouse.ids import now
+from inhouse.storage.base import MetadataStore
+from inhouse.storage.records import ModelRecord
+
+SYSTEM_OWNER = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    created: int
+    owned_by: str
+
+
+def resolve_model_path(path: str) -> Path | None:
+    """`package:NAME` is a directory inside an installed PyPI package; anything else a local path.
+
+    Finds the package without importing it, so listing models stays cheap."""
+    if path.startswith("package:"):
+        spec = importlib.util.find_spec(path.removeprefix("package:"))
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(next(iter(spec.submodule_search_locations)))
+    p = Path(path).expanduser()
+    return p if p.exists() else None
+
+
+def model_not_found(model: str, param: str | None = None) -> NotFound:
+    return NotFound(
+        f"The model `{model}` does not exist or you do not have access to it.", param=param, code="model_not_found"
+    )
+
+
+class ModelsService:
+    def __init__(self, meta: MetadataStore, entries: list[ModelEntry], clock: Callable[[], int] = now) -> None:
+        self.meta = meta
+        self.entries = entries
+        self.clock = clock
+        self._started = clock()
+
+    def _created(self, entry: ModelEntry) -> int:
+        path = resolve_model_path(entry.path)
+        if path is None:
+            return self._started
+        try:
+            return int(os.stat(path).st_mtime)
+        except OSError:
+            return self._started
+
+    def configured(self) -> dict[str, tuple[ModelEntry, str]]:
+        """Every name a configured model answers to → (entry, name)."""
+        names: dict[str, tuple[ModelEntry, str]] = {}
+        for entry in self.entries:
+            for name in (entry.id, *entry.aliases):
+                names.setdefault(name, (entry, name))
+        return names
+
+    def resolve_configured(self, name: str, kind: str) -> ModelEntry | None:
+        hit = self.configured().get(name)
+        if hit is None or hit[0].kind != kind:
+            return None
+        return hit[0]
+
+    async def list(self, project_id: str) -> list[ModelInfo]:
+        out = [ModelInfo(name, self._created(entry), SYSTEM_OWNER) for name, (entry, _) in self.configured().items()]
+        out += [ModelInfo(m.id, m.created, m.owned_by) for m in await self.meta.list_models(project_id)]
+        return out
+
+    async def retrieve(self, project_id: str, model: str) -> ModelInfo:
+        hit = self.configured().get(model)
+        if hit is not None:
+            return ModelInfo(model, self._created(hit[0]), SYSTEM_OWNER)
+        rec = await self.meta.get_model(project_id, model)
+        if rec is None:
+            raise model_not_found(model, param="model")
+        return ModelInfo(rec.id, rec.created, rec.owned_by)
+
+    async def get_created(self, project_id: str, model: str) -> ModelRecord | None:
+        return await self.meta.get_model(project_id, model)
+
+    async def delete(self, project_id: str, model: str) -> str:
+        if model in self.configured():
+            raise PermissionDenied(
+                f"The model `{model}` is a configured base model and cannot be deleted; only fine-tuned "
+                "models can.",
+                param="model",
+                code="model_not_deletable",
+            )
+        if not await self.meta.delete_model(project_id, model):
+            raise model_not_found(model, param="model")
+        return model

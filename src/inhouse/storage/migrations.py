@@ -1,0 +1,80 @@
+"""Versioned schema migrations, applied in order; each step runs once and is recorded."""
+
+from __future__ import annotations
+
+# Each entry is one version. Never edit a released step: append a new one.
+SQLITE_MIGRATIONS: list[str] = [
+    # 1: projects, keys, files, uploads, models, idempotency
+    """
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        key_hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE files (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_details TEXT,
+        sha256 TEXT NOT NULL
+    );
+    CREATE INDEX files_project ON files(project_id, seq);
+    CREATE INDEX files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        filename TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        mime_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        file_expires_after INTEGER,
+        file_id TEXT
+    );
+    CREATE INDEX uploads_expiry ON uploads(status, expires_at);
+    CREATE TABLE upload_parts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        upload_id TEXT NOT NULL REFERENCES uploads(id),
+        created_at INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE INDEX upload_parts_upload ON upload_parts(upload_id);
+    CREATE TABLE models (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        created INTEGER NOT NULL,
+        owned_by TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        base_model TEXT NOT NULL,
+        artifact_key TEXT NOT NULL
+    );
+    CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status_code INTEGER,
+        content_type TEXT,
+        body BLOB,
+        PRIMARY KEY (scope, key)
+    );
+    """,
+]

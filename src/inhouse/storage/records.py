@@ -1,0 +1,93 @@
+"""Plain records that cross the storage boundary; no behaviour, no HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    project_id: str
+    key_hash: str
+    name: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    id: str
+    project_id: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    filename: str
+    purpose: str
+    status: str
+    status_details: str | None
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    id: str
+    project_id: str
+    filename: str
+    purpose: str
+    bytes: int
+    mime_type: str
+    status: str
+    created_at: int
+    expires_at: int
+    file_expires_after: int | None
+    file_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPartRecord:
+    id: str
+    upload_id: str
+    created_at: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A model created inside Inhouse (a fine-tune), owned by one project."""
+
+    id: str
+    project_id: str
+    created: int
+    owned_by: str
+    kind: str
+    base_model: str
+    artifact_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    scope: str
+    key: str
+    request_hash: str
+    created_at: int
+    status_code: int | None
+    content_type: str | None
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool

@@ -1,0 +1,457 @@
+"""MetadataStore on SQLite: WAL, synchronous=FULL, foreign keys, busy timeout, BEGIN IMMEDIATE writes.
+
+All statements run on one dedicated thread that owns the connection, so the event loop never blocks
+and SQLite never sees the connection from two threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from inhouse.ids import new_id, now
+from inhouse.storage.base import Order
+from inhouse.storage.migrations import SQLITE_MIGRATIONS
+from inhouse.storage.records import (
+    ApiKey,
+    FileRecord,
+    IdempotencyRecord,
+    ModelRecord,
+    Page,
+    Project,
+    UploadPartRecord,
+    UploadRecord,
+)
+
+T = TypeVar("T")
+
+_FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
+_UPLOAD_COLS = (
+    "id, project_id, filename, purpose, bytes, mime_type, status, created_at, expires_at, "
+    "file_expires_after, file_id"
+)
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///rel/path.db` is relative, `sqlite:////abs/path.db` absolute (SQLAlchemy's convention)."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    return Path(url.removeprefix("sqlite:///"))
+
+
+class SqliteMetadataStore:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """For the CLI, which has no event loop."""
+        return self._executor.submit(fn, *args).result()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        return self._conn
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every write.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _migrate(self) -> int:
+        conn = self.conn
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+        applied = 0
+        for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+            with self._write() as c:
+                if c.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now()))
+                applied += 1
+        return applied
+
+    async def migrate(self) -> int:
+        return await self._run(self._migrate)
+
+    def _check(self) -> dict[str, str]:
+        conn = self.conn
+        facts = {
+            "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
+            "synchronous": str(conn.execute("PRAGMA synchronous").fetchone()[0]),
+            "foreign_keys": str(conn.execute("PRAGMA foreign_keys").fetchone()[0]),
+            "busy_timeout": str(conn.execute("PRAGMA busy_timeout").fetchone()[0]),
+        }
+        # synchronous=2 is FULL; anything less could lose an acknowledged write on power loss.
+        if facts["journal_mode"] != "wal" or facts["synchronous"] != "2" or facts["foreign_keys"] != "1":
+            raise RuntimeError(f"SQLite durability settings not in force: {facts}")
+        return facts
+
+    async def check(self) -> dict[str, str]:
+        return await self._run(self._check)
+
+    # -- projects and keys ------------------------------------------------------------------------
+    def _get_or_create_project(self, name: str) -> Project:
+        with self._write() as c:
+            row = c.execute("SELECT id, name, created_at FROM projects WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = (new_id("proj"), name, now())
+                c.execute("INSERT INTO projects VALUES (?, ?, ?)", row)
+        return Project(*row)
+
+    async def get_or_create_project(self, name: str) -> Project:
+        return await self._run(self._get_or_create_project, name)
+
+    def _get_project(self, project_id: str) -> Project | None:
+        row = self.conn.execute("SELECT id, name, created_at FROM projects WHERE id = ?", (project_id,)).fetchone()
+        return Project(*row) if row else None
+
+    async def get_project(self, project_id: str) -> Project | None:
+        return await self._run(self._get_project, project_id)
+
+    def _insert_api_key(self, key: ApiKey) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.project_id, key.key_hash, key.name, key.created_at, key.revoked_at),
+            )
+
+    async def insert_api_key(self, key: ApiKey) -> None:
+        await self._run(self._insert_api_key, key)
+
+    def _get_api_key(self, key_id: str) -> ApiKey | None:
+        row = self.conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return ApiKey(*row) if row else None
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return await self._run(self._get_api_key, key_id)
+
+    def _list_api_keys(self) -> list[tuple[ApiKey, Project]]:
+        rows = self.conn.execute(
+            "SELECT k.*, p.id, p.name, p.created_at FROM api_keys k JOIN projects p ON p.id = k.project_id "
+            "ORDER BY k.created_at"
+        ).fetchall()
+        return [(ApiKey(*r[:6]), Project(*r[6:])) for r in rows]
+
+    async def list_api_keys(self) -> list[tuple[ApiKey, Project]]:
+        return await self._run(self._list_api_keys)
+
+    def _revoke_api_key(self, key_id: str, at: int) -> bool:
+        with self._write() as c:
+            cur = c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
+        return cur.rowcount == 1
+
+    async def revoke_api_key(self, key_id: str, at: int) -> bool:
+        return await self._run(self._revoke_api_key, key_id, at)
+
+    def _count_active_api_keys(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0])
+
+    async def count_active_api_keys(self) -> int:
+        return await self._run(self._count_active_api_keys)
+
+    # -- files ------------------------------------------------------------------------------------
+    def _insert_file(self, f: FileRecord) -> None:
+        with self._write() as c:
+            c.execute(
+                f"INSERT INTO files ({_FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f.id, f.project_id, f.bytes, f.created_at, f.expires_at, f.filename, f.purpose, f.status,
+                 f.status_details, f.sha256),
+            )
+
+    async def insert_file(self, file: FileRecord) -> None:
+        await self._run(self._insert_file, file)
+
+    def _get_file(self, project_id: str, file_id: str, at: int) -> FileRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_FILE_COLS} FROM files WHERE id = ? AND project_id = ? AND {_LIVE}",
+            (file_id, project_id, at),
+        ).fetchone()
+        return FileRecord(*row) if row else None
+
+    async def get_file(self, project_id: str, file_id: str, now: int) -> FileRecord | None:
+        return await self._run(self._get_file, project_id, file_id, now)
+
+    def _list_files(
+        self, project_id: str, purpose: str | None, after: str | None, limit: int, order: Order, at: int
+    ) -> Page[FileRecord]:
+        where = [f"project_id = ?", _LIVE]
+        args: list[Any] = [project_id, at]
+        if purpose is not None:
+            where.append("purpose = ?")
+            args.append(purpose)
+        if after is not None:
+            # The cursor is an id; rows after it in this order. An unknown id (or another project's)
+            # yields an empty page, never someone else's position.
+            op = "<" if order == "desc" else ">"
+            where.append(f"seq {op} (SELECT seq FROM files WHERE id = ? AND project_id = ?)")
+            args += [after, project_id]
+        direction = "DESC" if order == "desc" else "ASC"
+        rows = self.conn.execute(
+            f"SELECT {_FILE_COLS} FROM files WHERE {' AND '.join(where)} ORDER BY seq {direction} LIMIT ?",
+            (*args, limit + 1),
+        ).fetchall()
+        return Page([FileRecord(*r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def list_files(
+        self, project_id: str, *, purpose: str | None, after: str | None, limit: int, order: Order, now: int
+    ) -> Page[FileRecord]:
+        return await self._run(self._list_files, project_id, purpose, after, limit, order, now)
+
+    def _delete_file(self, project_id: str, file_id: str) -> bool:
+        with self._write() as c:
+            cur = c.execute("DELETE FROM files WHERE id = ? AND project_id = ?", (file_id, project_id))
+        return cur.rowcount == 1
+
+    async def delete_file(self, project_id: str, file_id: str) -> bool:
+        return await self._run(self._delete_file, project_id, file_id)
+
+    def _expired_files(self, at: int, limit: int) -> list[FileRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_FILE_COLS} FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?", (at, limit)
+        ).fetchall()
+        return [FileRecord(*r) for r in rows]
+
+    async def expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        return await self._run(self._expired_files, now, limit)
+
+    def _delete_file_by_id(self, file_id: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    async def delete_file_by_id(self, file_id: str) -> None:
+        await self._run(self._delete_file_by_id, file_id)
+
+    def _existing(self, table: str, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+        return found
+
+    async def existing_file_ids(self, ids: list[str]) -> set[str]:
+        return await self._run(self._existing, "files", ids)
+
+    # -- uploads ----------------------------------------------------------------------------------
+    def _insert_upload(self, u: UploadRecord) -> None:
+        with self._write() as c:
+            c.execute(
+                f"INSERT INTO uploads ({_UPLOAD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (u.id, u.project_id, u.filename, u.purpose, u.bytes, u.mime_type, u.status, u.created_at,
+                 u.expires_at, u.file_expires_after, u.file_id),
+            )
+
+    async def insert_upload(self, upload: UploadRecord) -> None:
+        await self._run(self._insert_upload, upload)
+
+    def _get_upload(self, project_id: str, upload_id: str) -> UploadRecord | None:
+        row = self.conn.execute(
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE id = ? AND project_id = ?", (upload_id, project_id)
+        ).fetchone()
+        return UploadRecord(*row) if row else None
+
+    async def get_upload(self, project_id: str, upload_id: str) -> UploadRecord | None:
+        return await self._run(self._get_upload, project_id, upload_id)
+
+    def _insert_upload_part(self, project_id: str, p: UploadPartRecord) -> bool:
+        with self._write() as c:
+            # Only a pending upload of this project takes parts; checked in the same transaction.
+            ok = c.execute(
+                "SELECT 1 FROM uploads WHERE id = ? AND project_id = ? AND status = 'pending'",
+                (p.upload_id, project_id),
+            ).fetchone()
+            if not ok:
+                return False
+            c.execute(
+                "INSERT INTO upload_parts (id, upload_id, created_at, bytes, sha256) VALUES (?, ?, ?, ?, ?)",
+                (p.id, p.upload_id, p.created_at, p.bytes, p.sha256),
+            )
+        return True
+
+    async def insert_upload_part(self, project_id: str, part: UploadPartRecord) -> bool:
+        return await self._run(self._insert_upload_part, project_id, part)
+
+    def _get_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
+        rows = self.conn.execute(
+            "SELECT id, upload_id, created_at, bytes, sha256 FROM upload_parts WHERE upload_id = ? ORDER BY seq",
+            (upload_id,),
+        ).fetchall()
+        return [UploadPartRecord(*r) for r in rows]
+
+    async def get_upload_parts(self, upload_id: str) -> list[UploadPartRecord]:
+        return await self._run(self._get_upload_parts, upload_id)
+
+    def _set_upload_status(self, upload_id: str, expect: str, status: str) -> bool:
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE uploads SET status = ? WHERE id = ? AND status = ?", (status, upload_id, expect)
+            )
+        return cur.rowcount == 1
+
+    async def set_upload_status(self, upload_id: str, *, expect: str, status: str) -> bool:
+        return await self._run(self._set_upload_status, upload_id, expect, status)
+
+    def _complete_upload(self, upload_id: str, f: FileRecord) -> bool:
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE uploads SET status = 'completed', file_id = ? WHERE id = ? AND status = 'pending'",
+                (f.id, upload_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            c.execute(
+                f"INSERT INTO files ({_FILE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f.id, f.project_id, f.bytes, f.created_at, f.expires_at, f.filename, f.purpose, f.status,
+                 f.status_details, f.sha256),
+            )
+        return True
+
+    async def complete_upload(self, upload_id: str, file: FileRecord) -> bool:
+        return await self._run(self._complete_upload, upload_id, file)
+
+    def _expired_uploads(self, at: int, limit: int) -> list[UploadRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_UPLOAD_COLS} FROM uploads WHERE status = 'pending' AND expires_at <= ? LIMIT ?", (at, limit)
+        ).fetchall()
+        return [UploadRecord(*r) for r in rows]
+
+    async def expired_uploads(self, now: int, limit: int) -> list[UploadRecord]:
+        return await self._run(self._expired_uploads, now, limit)
+
+    def _delete_upload_parts(self, upload_id: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
+
+    async def delete_upload_parts(self, upload_id: str) -> None:
+        await self._run(self._delete_upload_parts, upload_id)
+
+    async def existing_part_ids(self, ids: list[str]) -> set[str]:
+        return await self._run(self._existing, "upload_parts", ids)
+
+    # -- models -----------------------------------------------------------------------------------
+    def _insert_model(self, m: ModelRecord) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.id, m.project_id, m.created, m.owned_by, m.kind, m.base_model, m.artifact_key),
+            )
+
+    async def insert_model(self, model: ModelRecord) -> None:
+        await self._run(self._insert_model, model)
+
+    def _get_model(self, project_id: str, model_id: str) -> ModelRecord | None:
+        row = self.conn.execute(
+            "SELECT * FROM models WHERE id = ? AND project_id = ?", (model_id, project_id)
+        ).fetchone()
+        return ModelRecord(*row) if row else None
+
+    async def get_model(self, project_id: str, model_id: str) -> ModelRecord | None:
+        return await self._run(self._get_model, project_id, model_id)
+
+    def _list_models(self, project_id: str) -> list[ModelRecord]:
+        rows = self.conn.execute(
+            "SELECT * FROM models WHERE project_id = ? ORDER BY created, id", (project_id,)
+        ).fetchall()
+        return [ModelRecord(*r) for r in rows]
+
+    async def list_models(self, project_id: str) -> list[ModelRecord]:
+        return await self._run(self._list_models, project_id)
+
+    def _delete_model(self, project_id: str, model_id: str) -> bool:
+        with self._write() as c:
+            cur = c.execute("DELETE FROM models WHERE id = ? AND project_id = ?", (model_id, project_id))
+        return cur.rowcount == 1
+
+    async def delete_model(self, project_id: str, model_id: str) -> bool:
+        return await self._run(self._delete_model, project_id, model_id)
+
+    # -- idempotency ------------------------------------------------------------------------------
+    def _begin_idempotent(self, r: IdempotencyRecord) -> IdempotencyRecord | None:
+        with self._write() as c:
+            row = c.execute(
+                "SELECT * FROM idempotency WHERE scope = ? AND key = ?", (r.scope, r.key)
+            ).fetchone()
+            if row is not None:
+                return IdempotencyRecord(*row)
+            c.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
+                (r.scope, r.key, r.request_hash, r.created_at),
+            )
+        return None
+
+    async def begin_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
+        return await self._run(self._begin_idempotent, record)
+
+    def _finish_idempotent(
+        self, scope: str, key: str, request_hash: str, status: int, ctype: str, body: bytes
+    ) -> None:
+        with self._write() as c:
+            c.execute(
+                "UPDATE idempotency SET request_hash = ?, status_code = ?, content_type = ?, body = ? "
+                "WHERE scope = ? AND key = ?",
+                (request_hash, status, ctype, body, scope, key),
+            )
+
+    async def finish_idempotent(
+        self, scope: str, key: str, request_hash: str, status_code: int, content_type: str, body: bytes
+    ) -> None:
+        await self._run(self._finish_idempotent, scope, key, request_hash, status_code, content_type, body)
+
+    def _abort_idempotent(self, scope: str, key: str) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM idempotency WHERE scope = ? AND key = ? AND status_code IS NULL", (scope, key))
+
+    async def abort_idempotent(self, scope: str, key: str) -> None:
+        await self._run(self._abort_idempotent, scope, key)
+
+    def _purge_idempotent(self, before: int) -> int:
+        with self._write() as c:
+            cur = c.execute("DELETE FROM idempotency WHERE created_at < ?", (before,))
+        return cur.rowcount
+
+    async def purge_idempotent(self, before: int) -> int:
+        return await self._run(self._purge_idempotent, before)
