@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from inhouse.storage.records import FileRecord
 
@@ -17,8 +19,11 @@ FilePurpose = Literal[
     "fine-tune-results",
     "vision",
     "user_data",
-    "evals",
 ]
+
+# The spec accepts purpose=evals on create but OpenAIFile.purpose (and the SDK's type) has no `evals`:
+# such files are kept as `evals` (so `purpose=evals` filters work) and reported as `user_data`.
+_WIRE_PURPOSE = {"evals": "user_data"}
 
 
 class OpenAIFile(BaseModel):
@@ -32,6 +37,15 @@ class OpenAIFile(BaseModel):
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Optional in the spec and typed non-null there: leave them out rather than send null.
+        data: dict[str, Any] = handler(self)
+        for key in ("expires_at", "status_details"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
     @classmethod
     def of(cls, rec: FileRecord) -> OpenAIFile:
         return cls(
@@ -40,7 +54,7 @@ class OpenAIFile(BaseModel):
             created_at=rec.created_at,
             expires_at=rec.expires_at,
             filename=rec.filename,
-            purpose=rec.purpose,  # type: ignore[arg-type]
+            purpose=_WIRE_PURPOSE.get(rec.purpose, rec.purpose),  # type: ignore[arg-type]
             status=rec.status,  # type: ignore[arg-type]
             status_details=rec.status_details,
         )

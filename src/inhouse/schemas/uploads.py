@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from inhouse.schemas.common import Request
 from inhouse.schemas.files import FileExpirationAfter, OpenAIFile
@@ -34,6 +36,13 @@ class Upload(BaseModel):
     status: Literal["pending", "completed", "cancelled", "expired"]
     expires_at: int
     file: OpenAIFile | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_file(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("file") is None:
+            data.pop("file", None)
+        return data
 
     @classmethod
     def of(cls, rec: UploadRecord, file: FileRecord | None) -> Upload:

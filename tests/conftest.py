@@ -1,0 +1,53 @@
+"""Shared fixtures: a real server on 127.0.0.1 per test (fresh data dir) and a strict, validating SDK client."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything can import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import openai  # noqa: E402
+import pytest  # noqa: E402
+
+from inhouse.config import Settings  # noqa: E402
+from tests.harness import ServerHandle, start_server, validating_http_client  # noqa: E402
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Any:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {"data_dir": tmp_path / "data", "sweep_interval_seconds": 3600.0}
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture
+def server(settings_factory: Any) -> Iterator[ServerHandle]:
+    with start_server(settings_factory()) as handle:
+        yield handle
+
+
+def make_client(base_url: str, api_key: str = "unused", **kw: Any) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=kw.pop("max_retries", 0),
+        _strict_response_validation=kw.pop("strict", True),
+        http_client=validating_http_client(),
+        **kw,
+    )
+
+
+@pytest.fixture
+def client(server: ServerHandle) -> Iterator[openai.OpenAI]:
+    c = make_client(server.base_url)
+    yield c
+    c.close()

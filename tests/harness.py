@@ -1,0 +1,112 @@
+"""Test harness: run the app under uvicorn in a thread, and check every answer against the OpenAI spec."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jsonschema
+import openai
+import uvicorn
+
+from inhouse.app import create_app
+from inhouse.config import Settings
+from inhouse.services.container import Services
+
+SPEC = Path(__file__).parent / "spec" / "openai_schemas.json"
+
+# (method, path pattern) -> the spec component a 2xx JSON answer must satisfy.
+ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(r"^/v1/files$"), "OpenAIFile"),
+    ("GET", re.compile(r"^/v1/files$"), "ListFilesResponse"),
+    ("GET", re.compile(r"^/v1/files/[^/]+$"), "OpenAIFile"),
+    ("DELETE", re.compile(r"^/v1/files/[^/]+$"), "DeleteFileResponse"),
+    ("POST", re.compile(r"^/v1/uploads$"), "Upload"),
+    ("POST", re.compile(r"^/v1/uploads/[^/]+/parts$"), "UploadPart"),
+    ("POST", re.compile(r"^/v1/uploads/[^/]+/(complete|cancel)$"), "Upload"),
+    ("GET", re.compile(r"^/v1/models$"), "ListModelsResponse"),
+    ("GET", re.compile(r"^/v1/models/.+$"), "Model"),
+    ("DELETE", re.compile(r"^/v1/models/.+$"), "DeleteModelResponse"),
+    ("POST", re.compile(r"^/v1/embeddings$"), "CreateEmbeddingResponse"),
+]
+
+
+@cache
+def _schemas() -> dict[str, Any]:
+    return dict(json.loads(SPEC.read_text())["schemas"])
+
+
+def validate(name: str, body: Any) -> None:
+    root = {"components": {"schemas": _schemas()}}
+    schema = {"$ref": f"#/components/schemas/{name}", "components": root["components"]}
+    jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)
+
+
+def check_response(response: httpx2.Response) -> None:
+    """Raise if a JSON answer strays from the spec: 2xx by route, every non-2xx as ErrorResponse."""
+    response.read()
+    ctype = response.headers.get("content-type", "")
+    assert response.headers.get("x-request-id", "").startswith("req_"), "every answer carries x-request-id"
+    if response.status_code >= 400:
+        assert ctype.startswith("application/json"), f"error answered as {ctype}"
+        validate("ErrorResponse", response.json())
+        return
+    if not ctype.startswith("application/json"):
+        return
+    method, path = response.request.method, response.request.url.path
+    for m, pattern, name in ROUTES:
+        if m == method and pattern.match(path):
+            validate(name, response.json())
+            return
+
+
+def validating_http_client() -> httpx2.Client:
+    return openai.DefaultHttpxClient(event_hooks={"response": [check_response]})
+
+
+@dataclass
+class ServerHandle:
+    base_url: str
+    origin: str
+    services: Services
+    settings: Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHandle]:
+    port = free_port()
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+    app = create_app(settings)
+    if app_hook is not None:
+        app_hook(app)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    origin = f"http://127.0.0.1:{port}"
+    try:
+        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
