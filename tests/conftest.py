@@ -8,15 +8,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before anything can impor
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import openai  # noqa: E402
-import pytest  # noqa: E402
+import openai
+import pytest
 
-from inhouse.config import Settings  # noqa: E402
-from tests.harness import ServerHandle, start_server, validating_http_client  # noqa: E402
+from inhouse.config import Settings
+from tests.harness import ServerHandle, start_server, validating_http_client
 
 
 @pytest.fixture

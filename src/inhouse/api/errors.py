@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from inhouse.errors import (
     AuthenticationFailed,
@@ -45,7 +47,7 @@ STATUS: dict[type[InhouseError], int] = {
 REQUEST_ID_KEY = "inhouse.request_id"
 
 
-def request_id_of(scope: dict[str, Any]) -> str:
+def request_id_of(scope: MutableMapping[str, Any]) -> str:
     rid = scope.get(REQUEST_ID_KEY)
     if not isinstance(rid, str):
         rid = "req_" + secrets.token_hex(16)
@@ -56,7 +58,7 @@ def request_id_of(scope: dict[str, Any]) -> str:
 def status_of(exc: InhouseError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -143,6 +145,10 @@ def install(app: FastAPI) -> None:
         return envelope(exc.status_code, message, request_id=request_id_of(request.scope),
                         headers=dict(exc.headers or {}))
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went away (or a body cap already answered): nothing to say, nothing to log.
+        return Response(status_code=499)
+
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         rid = request_id_of(request.scope)
         log.exception("unhandled error in %s %s (%s)", request.method, request.url.path, rid)
@@ -152,4 +158,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(InhouseError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_crash)

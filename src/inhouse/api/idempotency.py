@@ -67,6 +67,8 @@ class Idempotency:
         ctype, params = parse_options_header(headers.get(b"content-type", b""))
         hasher = BodyHasher(params.get(b"boundary") if ctype == b"multipart/form-data" else None)
         hasher.update(f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}\n".encode())
+        if headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers:
+            hasher.complete = True  # no body (cancel): nothing to wait for
 
         async def hashing_receive() -> Message:
             message = await receive()
@@ -110,10 +112,6 @@ class Idempotency:
 
         try:
             await self.app(scope, hashing_receive, capture)
-            # A route that ignores its body (cancel) leaves it unread; hash the rest so it can be kept.
-            while not hasher.complete:
-                if (await hashing_receive())["type"] != "http.request":
-                    break
         except BaseException:
             await service.abort(owner, key)
             raise

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inhouse.api.errors import envelope, request_id_of
-from inhouse.errors import RequestTooLarge
 
 
 class RequestContext:
@@ -52,18 +51,36 @@ class BodyLimit:
             await response(scope, receive, send)
             return
         seen = 0
+        refused = False
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 already went out; the app's own answer is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
-                    raise RequestTooLarge(f"Request body is larger than the {cap} byte limit.",
-                                          code="request_too_large")
+                    # Answer here rather than raise: body parsers upstream would turn an exception
+                    # into their own 400. The app then sees a disconnect and stops reading.
+                    if not started:
+                        response = envelope(413, f"Request body is larger than the {cap} byte limit.",
+                                            code="request_too_large", request_id=request_id_of(scope))
+                        await response(scope, receive, send)
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, counted, guarded_send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from inhouse.errors import InvalidRequest
@@ -86,7 +87,7 @@ async def read_form(
     if ctype != b"multipart/form-data" or not boundary:
         raise InvalidRequest("The request body must be multipart/form-data with a boundary.", param=None)
     events = _Events()
-    parser = MultipartParser(boundary, events.callbacks())
+    parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
     form = Form()
     opened: list[Sink] = []
     sink: Sink | None = None

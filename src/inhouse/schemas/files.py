@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
@@ -54,8 +52,8 @@ class OpenAIFile(BaseModel):
             created_at=rec.created_at,
             expires_at=rec.expires_at,
             filename=rec.filename,
-            purpose=_WIRE_PURPOSE.get(rec.purpose, rec.purpose),  # type: ignore[arg-type]
-            status=rec.status,  # type: ignore[arg-type]
+            purpose=_WIRE_PURPOSE.get(rec.purpose, rec.purpose),
+            status=rec.status,
             status_details=rec.status_details,
         )
 

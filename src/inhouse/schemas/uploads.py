@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
@@ -52,7 +50,7 @@ class Upload(BaseModel):
             filename=rec.filename,
             bytes=rec.bytes,
             purpose=rec.purpose,
-            status=rec.status,  # type: ignore[arg-type]
+            status=rec.status,
             expires_at=rec.expires_at,
             file=OpenAIFile.of(file) if file is not None else None,
         )

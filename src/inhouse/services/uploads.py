@@ -9,6 +9,7 @@ from dataclasses import replace
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge
 from inhouse.ids import new_id, now
+from inhouse.services.filenames import sanitize_filename
 from inhouse.services.files import (
     CREATE_PURPOSES,
     ExpiresAfter,
@@ -18,7 +19,6 @@ from inhouse.services.files import (
     file_blob_key,
     storage_failure,
 )
-from inhouse.services.filenames import sanitize_filename
 from inhouse.storage.base import BlobStore, BlobWriter, MetadataStore
 from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
 

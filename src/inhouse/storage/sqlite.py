@@ -218,7 +218,7 @@ class SqliteMetadataStore:
     def _list_files(
         self, project_id: str, purpose: str | None, after: str | None, limit: int, order: Order, at: int
     ) -> Page[FileRecord]:
-        where = [f"project_id = ?", _LIVE]
+        where = ["project_id = ?", _LIVE]
         args: list[Any] = [project_id, at]
         if purpose is not None:
             where.append("purpose = ?")

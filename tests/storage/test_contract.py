@@ -1,0 +1,170 @@
+"""The storage contract, written once and run against every backend the build has."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inhouse.bootstrap import build_blob_store, build_metadata_store
+from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.records import FileRecord, IdempotencyRecord, ModelRecord, UploadPartRecord, UploadRecord
+
+# Each backend: a name and a factory from a temp dir to a URL. Postgres and S3 join this list.
+META_BACKENDS = {"sqlite": lambda d: f"sqlite:///{d / 'meta.db'}"}
+BLOB_BACKENDS = {"local": lambda d: f"file://{d / 'blobs'}"}
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=sorted(META_BACKENDS))
+def meta_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], MetadataStore]:
+    return lambda: build_metadata_store(META_BACKENDS[request.param](tmp_path))
+
+
+@pytest.fixture(params=sorted(BLOB_BACKENDS))
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return build_blob_store(BLOB_BACKENDS[request.param](tmp_path))
+
+
+def file_rec(fid: str, project: str, created: int = 100, expires: int | None = None, purpose: str = "assistants"
+             ) -> FileRecord:
+    return FileRecord(fid, project, 3, created, expires, f"{fid}.txt", purpose, "processed", None, "ab")
+
+
+async def with_meta(factory: Callable[[], MetadataStore], body: Callable[[MetadataStore], Awaitable[Any]]) -> Any:
+    meta = factory()
+    await meta.open()
+    await meta.migrate()
+    try:
+        return await body(meta)
+    finally:
+        await meta.close()
+
+
+def test_migrations_are_idempotent_and_durability_checked(meta_factory: Callable[[], MetadataStore]) -> None:
+    async def body(meta: MetadataStore) -> None:
+        assert await meta.migrate() == 0
+        facts = await meta.check()
+        assert facts["journal_mode"] == "wal" and facts["synchronous"] == "2" and facts["foreign_keys"] == "1"
+
+    run(with_meta(meta_factory, body))
+    run(with_meta(meta_factory, body))  # reopen: nothing applied twice
+
+
+def test_files_scoping_pagination_expiry(meta_factory: Callable[[], MetadataStore]) -> None:
+    async def body(meta: MetadataStore) -> None:
+        a = (await meta.get_or_create_project("a")).id
+        b = (await meta.get_or_create_project("b")).id
+        assert (await meta.get_or_create_project("a")).id == a
+        for i in range(5):
+            await meta.insert_file(file_rec(f"file-{i}", a, purpose="batch" if i == 4 else "assistants"))
+        await meta.insert_file(file_rec("file-b", b))
+        await meta.insert_file(file_rec("file-old", a, expires=150))
+        page = await meta.list_files(a, purpose=None, after=None, limit=2, order="desc", now=120)
+        assert [f.id for f in page.items] == ["file-old", "file-4"] and page.has_more
+        page = await meta.list_files(a, purpose=None, after="file-4", limit=10, order="desc", now=200)
+        assert [f.id for f in page.items] == ["file-3", "file-2", "file-1", "file-0"] and not page.has_more
+        page = await meta.list_files(a, purpose="batch", after=None, limit=10, order="asc", now=200)
+        assert [f.id for f in page.items] == ["file-4"]
+        assert (await meta.list_files(a, purpose=None, after="file-b", limit=10, order="desc", now=1)).items == []
+        assert await meta.get_file(b, "file-1", 1) is None
+        assert await meta.get_file(a, "file-old", 149) is not None
+        assert await meta.get_file(a, "file-old", 150) is None
+        assert [f.id for f in await meta.expired_files(150, 10)] == ["file-old"]
+        assert not await meta.delete_file(b, "file-1")
+        assert await meta.delete_file(a, "file-1")
+        assert await meta.existing_file_ids(["file-0", "file-1", "file-b"]) == {"file-0", "file-b"}
+
+    run(with_meta(meta_factory, body))
+
+
+def test_uploads_complete_is_atomic(meta_factory: Callable[[], MetadataStore]) -> None:
+    async def body(meta: MetadataStore) -> None:
+        p = (await meta.get_or_create_project("p")).id
+        q = (await meta.get_or_create_project("q")).id
+        up = UploadRecord("upload_1", p, "f", "assistants", 6, "text/plain", "pending", 1, 3601, None, None)
+        await meta.insert_upload(up)
+        assert await meta.get_upload(q, "upload_1") is None
+        assert not await meta.insert_upload_part(q, UploadPartRecord("part_x", "upload_1", 1, 3, "h"))
+        assert await meta.insert_upload_part(p, UploadPartRecord("part_1", "upload_1", 1, 3, "h"))
+        assert await meta.insert_upload_part(p, UploadPartRecord("part_2", "upload_1", 2, 3, "h"))
+        assert [x.id for x in await meta.get_upload_parts("upload_1")] == ["part_1", "part_2"]
+        assert await meta.complete_upload("upload_1", file_rec("file-u", p))
+        assert not await meta.complete_upload("upload_1", file_rec("file-v", p))  # once only
+        assert await meta.get_file(p, "file-v", 1) is None
+        got = await meta.get_upload(p, "upload_1")
+        assert got is not None and got.status == "completed" and got.file_id == "file-u"
+        assert not await meta.insert_upload_part(p, UploadPartRecord("part_3", "upload_1", 3, 3, "h"))
+        assert not await meta.set_upload_status("upload_1", expect="pending", status="cancelled")
+        await meta.delete_upload_parts("upload_1")
+        assert await meta.existing_part_ids(["part_1"]) == set()
+
+    run(with_meta(meta_factory, body))
+
+
+def test_models_and_idempotency(meta_factory: Callable[[], MetadataStore]) -> None:
+    async def body(meta: MetadataStore) -> None:
+        p = (await meta.get_or_create_project("p")).id
+        q = (await meta.get_or_create_project("q")).id
+        await meta.insert_model(ModelRecord("ft:x:p::1", p, 5, "user", "chat", "x", "models/1"))
+        assert [m.id for m in await meta.list_models(p)] == ["ft:x:p::1"]
+        assert await meta.list_models(q) == []
+        assert not await meta.delete_model(q, "ft:x:p::1")
+        assert await meta.delete_model(p, "ft:x:p::1")
+        rec = IdempotencyRecord("s", "k", "", 10, None, None, None)
+        assert await meta.begin_idempotent(rec) is None
+        pending = await meta.begin_idempotent(rec)
+        assert pending is not None and pending.status_code is None
+        await meta.finish_idempotent("s", "k", "h", 200, "application/json", b"{}")
+        done = await meta.begin_idempotent(rec)
+        assert done is not None and (done.request_hash, done.status_code, done.body) == ("h", 200, b"{}")
+        assert await meta.purge_idempotent(11) == 1
+        assert await meta.begin_idempotent(rec) is None
+        await meta.abort_idempotent("s", "k")
+        assert await meta.begin_idempotent(rec) is None
+
+    run(with_meta(meta_factory, body))
+
+
+async def collect(it: AsyncIterator[bytes]) -> bytes:
+    return b"".join([c async for c in it])
+
+
+def test_blob_write_commit_read_delete(blobs: BlobStore) -> None:
+    async def body() -> None:
+        await blobs.open()
+        data = b"x" * (3 * 1024 * 1024 + 7)
+        w = blobs.writer("files/file-1")
+        for i in range(0, len(data), 65536):
+            await w.write(data[i : i + 65536])
+        assert await blobs.size("files/file-1") is None  # invisible until committed
+        size, sha = await w.commit()
+        assert (size, sha) == (len(data), hashlib.sha256(data).hexdigest())
+        assert await collect(blobs.read("files/file-1", 1000)) == data
+        assert await blobs.list_keys("files") == ["files/file-1"]
+        aborted = blobs.writer("files/file-2")
+        await aborted.write(b"abc")
+        await aborted.abort()
+        assert await blobs.list_keys("files") == ["files/file-1"]
+        assert await blobs.remove_temporaries(0) == 0
+        await blobs.delete("files/file-1")
+        await blobs.delete("files/file-1")  # deleting twice is fine
+        assert await blobs.list_keys("files") == []
+        empty = blobs.writer("files/empty")
+        assert await empty.commit() == (0, hashlib.sha256(b"").hexdigest())
+        await blobs.close()
+
+    run(body())
+
+
+@pytest.mark.parametrize("key", ["../x", "files/../../etc", "/abs", "files/a b", "files/"])
+def test_blob_keys_cannot_escape(blobs: BlobStore, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid blob key"):
+        blobs.writer(key)
