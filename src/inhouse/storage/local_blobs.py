@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 _KEY = re.compile(r"^[a-z]+(/[A-Za-z0-9_-]+)+$")
 _BUFFER = 1024 * 1024  # batch small network chunks into fewer, larger writes off the event loop
+_IOV_MAX = 1024
+_DEPTH = 4
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,35 +29,54 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalBlobWriter:
+    """Buffers network-sized chunks into batches that a thread of this writer hashes and writes in order,
+    up to _DEPTH batches in flight, so receiving overlaps with hashing and writing; memory stays bounded
+    by _DEPTH x _BUFFER."""
+
     def __init__(self, store: LocalBlobStore, key: str) -> None:
         self._store = store
         self._final = store.path_for(key)
         self._temp = store.root / "tmp" / f"{secrets.token_hex(16)}.part"
-        self._fh: BinaryIO | None = None
+        self._fd: int | None = None
         self._hash = hashlib.sha256()
         self._size = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._inflight: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._thread: ThreadPoolExecutor | None = None
 
-    def _open(self) -> None:
-        self._fh = open(self._temp, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+    def _write_sync(self, chunks: list[bytes]) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for chunk in chunks:
+            self._hash.update(chunk)
+        # One writev per batch, no join copy; loop for short writes.
+        views = [memoryview(c) for c in chunks]
+        while views:
+            written = os.writev(self._fd, views[:_IOV_MAX])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if views and written:
+                views[0] = views[0][written:]
 
-    def _write_sync(self, data: bytes) -> None:
-        if self._fh is None:
-            self._open()
-        assert self._fh is not None
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:
-            written = self._fh.write(view)
-            view = view[written or 0 :]
+    async def _wait_inflight(self, keep: int = 0) -> None:
+        while len(self._inflight) > keep:
+            await self._inflight.popleft()
 
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_size = [], 0
-        await asyncio.to_thread(self._write_sync, data)
+    async def _flush(self, wait: bool) -> None:
+        if self._pending:
+            chunks, self._pending, self._pending_size = self._pending, [], 0
+            if self._thread is None:
+                # One thread per writer keeps its batches in order; it lives only as long as the upload.
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-writer")
+            self._inflight.append(asyncio.get_running_loop().run_in_executor(self._thread, self._write_sync, chunks))
+        await self._wait_inflight(0 if wait else _DEPTH - 1)
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -62,15 +85,14 @@ class LocalBlobWriter:
         self._pending.append(bytes(data))
         self._pending_size += len(data)
         if self._pending_size >= _BUFFER:
-            await self._flush()
+            await self._flush(wait=False)
 
     def _commit_sync(self) -> None:
-        if self._fh is None:
-            self._open()
-        assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        if self._fd is None:
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, self._final)
         _fsync_dir(self._final.parent)
@@ -78,7 +100,8 @@ class LocalBlobWriter:
     async def commit(self) -> tuple[int, str]:
         """Make the bytes durable under the key; only then may a metadata row point at it."""
         try:
-            await self._flush()
+            await self._flush(wait=True)
+            self._stop_thread()
             await asyncio.to_thread(self._commit_sync)
         except BaseException:
             await self.abort()
@@ -86,12 +109,16 @@ class LocalBlobWriter:
         return self._size, self._hash.hexdigest()
 
     def _abort_sync(self) -> None:
-        if self._fh is not None and not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._temp.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         self._pending = []
+        with contextlib.suppress(Exception):
+            await self._wait_inflight()
+        self._stop_thread()
         await asyncio.to_thread(self._abort_sync)
 
 
