@@ -15,9 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import openai  # noqa: E402
-
-from tests.e2e.serve import ServeProcess  # noqa: E402
+import openai
+from tests.e2e.serve import ServeProcess
 
 
 def rss_kib(pid: int, field: str) -> int:

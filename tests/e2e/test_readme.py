@@ -21,6 +21,6 @@ def test_readme_snippet_runs(tmp_path: Path) -> None:
     server = ServeProcess(tmp_path / "data").start()
     try:
         code = snippet.group(1).replace("http://127.0.0.1:8000/v1", server.base_url)
-        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - our own README
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     finally:
         server.stop()
