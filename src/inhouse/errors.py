@@ -9,7 +9,8 @@ InhouseError
  ├── RequestTooLarge       body over its cap (413)
  ├── Overloaded            a bounded queue is full (429, Retry-After)
  ├── Unavailable           a dependency is down or a model cannot load (503)
- └── StorageFailure        a write could not be made durable (507)
+ ├── StorageFailure        a write could not be made durable (507)
+ └── EngineFailure         a model is missing or failed to load (500, not retried)
 """
 
 from __future__ import annotations
@@ -66,4 +67,8 @@ class Unavailable(InhouseError):
 
 
 class StorageFailure(InhouseError):
+    type = "server_error"
+
+
+class EngineFailure(InhouseError):
     type = "server_error"

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from inhouse.errors import (
     AuthenticationFailed,
+    EngineFailure,
     IdempotencyConflict,
     InhouseError,
     InvalidRequest,
@@ -42,6 +43,7 @@ STATUS: dict[type[InhouseError], int] = {
     Overloaded: 429,
     Unavailable: 503,
     StorageFailure: 507,
+    EngineFailure: 500,
 }
 
 REQUEST_ID_KEY = "inhouse.request_id"

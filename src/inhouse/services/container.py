@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inhouse.config import Settings
+from inhouse.engines.embeddings.engine import EmbeddingOptions
+from inhouse.engines.registry import EmbeddingRegistry
+from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
 from inhouse.services.idempotency import IdempotencyService
 from inhouse.services.keys import KeysService
@@ -26,6 +29,8 @@ class Services:
     keys: KeysService
     idempotency: IdempotencyService
     maintenance: MaintenanceService
+    embedding_engines: EmbeddingRegistry
+    embeddings: EmbeddingsService
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -33,16 +38,31 @@ class Services:
         files = FilesService(meta, blobs, settings.limits)
         uploads = UploadsService(meta, blobs, files, settings.limits)
         idempotency = IdempotencyService(meta)
+        models = ModelsService(meta, settings.models)
+        emb = settings.embeddings
+        engines = EmbeddingRegistry(
+            EmbeddingOptions(
+                backend=emb.backend,
+                threads=emb.threads,
+                max_batch_tokens=emb.max_batch_tokens,
+                max_batch_size=emb.max_batch_size,
+                max_queued_inputs=emb.max_queued_inputs,
+                cache_dir=settings.data_dir / "cache",
+            ),
+            idle_unload_s=emb.idle_unload_seconds,
+        )
         return cls(
             settings=settings,
             meta=meta,
             blobs=blobs,
             files=files,
             uploads=uploads,
-            models=ModelsService(meta, settings.models),
+            models=models,
             keys=KeysService(meta, settings.auth),
             idempotency=idempotency,
             maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds),
+            embedding_engines=engines,
+            embeddings=EmbeddingsService(models, engines, emb),
         )
 
     async def open(self) -> None:
@@ -52,5 +72,6 @@ class Services:
         await self.blobs.open()
 
     async def close(self) -> None:
+        await self.embedding_engines.close()
         await self.blobs.close()
         await self.meta.close()

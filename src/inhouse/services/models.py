@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from inhouse.config import ModelEntry
+from inhouse.engines.locate import locate_model
 from inhouse.errors import NotFound, PermissionDenied
 from inhouse.ids import now
 from inhouse.storage.base import MetadataStore
@@ -22,19 +21,6 @@ class ModelInfo:
     id: str
     created: int
     owned_by: str
-
-
-def resolve_model_path(path: str) -> Path | None:
-    """`package:NAME` is a directory inside an installed PyPI package; anything else a local path.
-
-    Finds the package without importing it, so listing models stays cheap."""
-    if path.startswith("package:"):
-        spec = importlib.util.find_spec(path.removeprefix("package:"))
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        return Path(next(iter(spec.submodule_search_locations)))
-    p = Path(path).expanduser()
-    return p if p.exists() else None
 
 
 def model_not_found(model: str, param: str | None = None) -> NotFound:
@@ -51,7 +37,7 @@ class ModelsService:
         self._started = clock()
 
     def _created(self, entry: ModelEntry) -> int:
-        path = resolve_model_path(entry.path)
+        path = locate_model(entry.path)
         if path is None:
             return self._started
         try:

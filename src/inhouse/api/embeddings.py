@@ -1,0 +1,34 @@
+"""Route of /v1/embeddings. The answer is assembled by hand: base64 is the SDK's default and must be cheap."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.schemas.embeddings import CreateEmbeddingRequest
+
+router = APIRouter(tags=["embeddings"])
+
+
+@router.post("/embeddings")
+async def create_embedding(body: CreateEmbeddingRequest, project: ProjectDep, services: ServicesDep) -> Response:
+    result = await services.embeddings.create(
+        model=body.model, input=body.input, encoding_format=body.encoding_format, dimensions=body.dimensions
+    )
+    little_endian = result.vectors.astype("<f4", copy=False)
+    if body.encoding_format == "base64":
+        items = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode("ascii") for row in little_endian]
+    else:
+        items = little_endian.tolist()
+    payload = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+        "model": result.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")

@@ -1,0 +1,1 @@
+"""Model runtimes behind small Protocols: text in -> vectors (and later prompts -> images, data -> checkpoints)."""

@@ -1,0 +1,1 @@
+"""Text-embedding engines: encoder backends (torch, onnxruntime), pooling, and the cross-request batcher."""

@@ -1,0 +1,153 @@
+"""Cross-request dynamic batching: windows from many requests queue, batches form by a token budget with
+similar lengths together, one thread runs the model, each request gets back exactly its own vectors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inhouse.engines.embeddings.encoder import Encoder, FloatArray
+from inhouse.errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    windows: list[list[int]]
+    out: FloatArray
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[FloatArray]
+    remaining: int
+    failed: bool = False
+
+
+@dataclass(order=True)
+class _Item:
+    length: int
+    seq: int
+    job: _Job = field(compare=False)
+    index: int = field(compare=False)
+
+
+class Batcher:
+    def __init__(self, encoder: Encoder, *, max_batch_tokens: int, max_batch_size: int, max_queued_inputs: int) -> None:
+        self.encoder = encoder
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_queued_inputs = max_queued_inputs
+        self._cond = threading.Condition()
+        self._pending: list[_Item] = []
+        self._seq = 0
+        self._reserved = 0
+        self._closed = False
+        self.last_used = time.monotonic()
+        self.forward_calls = 0
+        self._thread = threading.Thread(target=self._run, name="embedding-batcher", daemon=True)
+        self._thread.start()
+
+    # -- admission --------------------------------------------------------------------------------
+    @contextmanager
+    def reserve(self, n_inputs: int) -> Iterator[None]:
+        """Hold room for a request's inputs from admission to answer; full → 429 before any work."""
+        with self._cond:
+            if self._reserved and self._reserved + n_inputs > self.max_queued_inputs:
+                raise Overloaded(
+                    "The embedding queue is full; retry shortly.", retry_after_s=1.0, code="queue_full"
+                )
+            self._reserved += n_inputs
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._reserved -= n_inputs
+
+    # -- submission -------------------------------------------------------------------------------
+    async def embed(self, windows: list[list[int]]) -> FloatArray:
+        """Pooled vectors for each window, in order, batched with whatever else is waiting."""
+        self.last_used = time.monotonic()
+        loop = asyncio.get_running_loop()
+        job = _Job(windows, np.empty((len(windows), self.encoder.spec.dimensions), dtype=np.float32), loop,
+                   loop.create_future(), len(windows))
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher closed")
+            for i, w in enumerate(windows):
+                self._seq += 1
+                self._pending.append(_Item(len(w), self._seq, job, i))
+            self._cond.notify()
+        return await job.future
+
+    # -- the model thread -------------------------------------------------------------------------
+    def _batches(self, items: list[_Item]) -> Iterator[list[_Item]]:
+        items.sort()  # by length: similar lengths share a batch, so little padding is computed
+        batch: list[_Item] = []
+        for item in items:
+            width = max(item.length, batch[-1].length if batch else 0)
+            if batch and (len(batch) >= self.max_batch_size or width * (len(batch) + 1) > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                items, self._pending = self._pending, []
+            for batch in self._batches(items):
+                live = [it for it in batch if not it.job.failed and not it.job.future.cancelled()]
+                if not live:
+                    continue
+                try:
+                    vectors = self.encoder.forward([it.job.windows[it.index] for it in live])
+                    self.forward_calls += 1
+                except Exception as exc:  # report to every request in the batch, keep serving
+                    log.exception("embedding forward failed")
+                    for it in live:
+                        self._fail(it.job, exc)
+                    continue
+                for row, it in enumerate(live):
+                    job = it.job
+                    job.out[it.index] = vectors[row]
+                    job.remaining -= 1
+                    if job.remaining == 0:
+                        job.loop.call_soon_threadsafe(_resolve, job.future, job.out)
+
+    def _fail(self, job: _Job, exc: Exception) -> None:
+        if not job.failed:
+            job.failed = True
+            job.loop.call_soon_threadsafe(_reject, job.future, exc)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+        self.encoder.close()
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._pending) or self._reserved > 0
+
+
+def _resolve(future: asyncio.Future[FloatArray], value: FloatArray) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future[FloatArray], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
