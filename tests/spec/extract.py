@@ -45,6 +45,10 @@ def main(spec_path: str) -> None:
     # API does; the spec types them as plain strings.
     for key in ("first_id", "last_id"):
         done["ListFilesResponse"]["properties"][key] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    # With encoding_format=base64 (the SDK's default) the API answers a base64 string, which the spec's
+    # Embedding type (a float array only) does not describe.
+    array = done["Embedding"]["properties"]["embedding"]
+    done["Embedding"]["properties"]["embedding"] = {"anyOf": [array, {"type": "string", "contentEncoding": "base64"}]}
     out = {"source": f"openai-openapi.yaml {spec['info']['version']}", "schemas": dict(sorted(done.items()))}
     (Path(__file__).parent / "openai_schemas.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 

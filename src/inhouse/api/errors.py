@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 from collections.abc import MutableMapping
 from typing import Any
@@ -97,8 +98,17 @@ def error_response(exc: InhouseError, request_id: str | None = None) -> JSONResp
                     request_id=request_id)
 
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|function-.*|json-or-python.*)$")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts: list[str] = []
+    for p in loc:
+        if p in ("body", "query", "path", "header"):
+            continue
+        if isinstance(p, str) and _TYPE_TAG.match(p):
+            break  # a union member's tag: the caller named the field, not our type alternatives
+        parts.append(str(p))
     if not parts:
         return None
     out = parts[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ def export(spec: EncoderSpec, target: Path) -> Path:
     sample = torch.ones((2, 8), dtype=torch.int64)
     args = tuple(sample if n != "token_type_ids" else torch.zeros_like(sample) for n in names)
     dyn = {n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]}
-    with torch.no_grad():
+    # The tracer warns about Python control flow in the model's code; those branches are shape checks that
+    # hold for every input we feed (batch x seq ids), so the warnings are expected noise here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(Wrapped(), args, str(raw), input_names=names, output_names=["last_hidden_state"],
                           dynamic_axes=dyn, opset_version=17, dynamo=False)
     fused = False
