@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_keep_alive=30, limit_concurrency=1024, server_header=False)
+                timeout_keep_alive=30, limit_concurrency=1024, server_header=False,
+                access_log=settings.access_log)
     return 0
 
 

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     stale_temp_seconds: float = Field(600.0, description="Unfinished blob temporaries older than this are removed.")
     run_worker: bool = Field(True, description="Run the background worker inside the server process.")
     log_level: str = "info"
+    access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")
     limits: Limits = Field(default_factory=Limits)
     embeddings: Embeddings = Field(default_factory=Embeddings)
     models: list[ModelEntry] = Field(default_factory=default_models)

@@ -10,7 +10,8 @@ from inhouse.services.container import Services
 from inhouse.storage.records import Project
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a sync dependency on a worker thread, a hop per request.
     services: Services = request.app.state.services
     return services
 

@@ -39,6 +39,7 @@ class KeysService:
         self.clock = clock
         self._cache: dict[str, tuple[float, Project]] = {}
         self._required_cache: tuple[float, bool] | None = None
+        self._default: Project | None = None
 
     async def create(self, project_name: str, name: str = "") -> CreatedKey:
         project = await self.meta.get_or_create_project(project_name)
@@ -68,7 +69,10 @@ class KeysService:
         return required
 
     async def default_project(self) -> Project:
-        return await self.meta.get_or_create_project(DEFAULT_PROJECT)
+        # Projects are never deleted, so the open-mode project is looked up once per process.
+        if self._default is None:
+            self._default = await self.meta.get_or_create_project(DEFAULT_PROJECT)
+        return self._default
 
     async def authenticate(self, authorization: str | None) -> Project:
         if not await self.auth_required():

@@ -18,6 +18,9 @@ from inhouse.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
+_PAD_WASTE = 0.2  # share of a batch's padded tokens that may be padding
+_PAD_SLACK = 64  # tokens of padding always allowed: tiny batches cost more in per-call overhead
+
 
 @dataclass
 class _Job:
@@ -50,6 +53,7 @@ class Batcher:
         self._closed = False
         self.last_used = time.monotonic()
         self.forward_calls = 0
+        self.forwarded = 0
         self._thread = threading.Thread(target=self._run, name="embedding-batcher", daemon=True)
         self._thread.start()
 
@@ -87,14 +91,23 @@ class Batcher:
 
     # -- the model thread -------------------------------------------------------------------------
     def _batches(self, items: list[_Item]) -> Iterator[list[_Item]]:
-        items.sort()  # by length: similar lengths share a batch, so little padding is computed
+        """Sorted by length, cut where the batch is full, over the token budget, or would spend more
+        than a fifth of its work (plus a little slack) on padding."""
+        items.sort()
         batch: list[_Item] = []
+        real = 0
         for item in items:
-            width = max(item.length, batch[-1].length if batch else 0)
-            if batch and (len(batch) >= self.max_batch_size or width * (len(batch) + 1) > self.max_batch_tokens):
+            width = item.length  # sorted ascending: the newest item is the widest
+            padded = width * (len(batch) + 1)
+            if batch and (
+                len(batch) >= self.max_batch_size
+                or padded > self.max_batch_tokens
+                or padded - (real + item.length) > _PAD_WASTE * padded + _PAD_SLACK
+            ):
                 yield batch
-                batch = []
+                batch, real = [], 0
             batch.append(item)
+            real += item.length
         if batch:
             yield batch
 
@@ -113,6 +126,7 @@ class Batcher:
                 try:
                     vectors = self.encoder.forward([it.job.windows[it.index] for it in live])
                     self.forward_calls += 1
+                    self.forwarded += len(live)
                 except Exception as exc:  # report to every request in the batch, keep serving
                     log.exception("embedding forward failed")
                     for it in live:
@@ -135,6 +149,7 @@ class Batcher:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        log.info("embedding batcher closing: %d windows in %d forward calls", self.forwarded, self.forward_calls)
         self.encoder.close()
 
     @property

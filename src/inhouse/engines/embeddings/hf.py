@@ -22,6 +22,12 @@ class HfTokenizer:
         self.tok.model_max_length = 1 << 30
         self.pad_id = int(self.tok.pad_token_id if self.tok.pad_token_id is not None else 0)
         self.prefix, self.suffix = self._special_frame()
+        # The Rust tokenizer underneath a fast tokenizer, called directly: the Python wrapper's per-call
+        # bookkeeping costs more than tokenizing a sentence.
+        self._rust: Any = getattr(self.tok, "backend_tokenizer", None)
+        if self._rust is not None:
+            self._rust.no_truncation()
+            self._rust.no_padding()
 
     def _special_frame(self) -> tuple[list[int], list[int]]:
         """The special tokens the model wraps every sequence in ([CLS] … [SEP], <s> … </s>, or none),
@@ -35,6 +41,8 @@ class HfTokenizer:
         return [], []
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
+        if self._rust is not None:
+            return [e.ids for e in self._rust.encode_batch(texts, add_special_tokens=False)]
         out: list[list[int]] = self.tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
         return out
 
