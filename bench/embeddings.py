@@ -21,12 +21,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx2  # noqa: E402
+import httpx2
+from tests.e2e.serve import ServeProcess
 
-from inhouse.engines.embeddings.encoder import EncoderSpec  # noqa: E402
-from inhouse.engines.embeddings.engine import EmbeddingOptions, load_encoder  # noqa: E402
-from inhouse.engines.locate import locate_model  # noqa: E402
-from tests.e2e.serve import ServeProcess  # noqa: E402
+from inhouse.engines.embeddings.encoder import EncoderSpec
+from inhouse.engines.embeddings.engine import EmbeddingOptions, load_encoder
+from inhouse.engines.locate import locate_model
 
 VOCAB = ("the a of and to in is was for on with as by at from that this it be are have not but or an which "
          "model server vector batch token sentence request client queue thread latency memory storage file "
@@ -51,7 +51,7 @@ def cpu_seconds(pid: int) -> float:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def raw_engine(corpus: list[str], options: EmbeddingOptions, batch: int) -> dict[str, float]:
@@ -148,8 +148,9 @@ def main() -> None:
     print(f"{'clients':>8} {'inputs/req':>10} {'sent/s':>9} {'tok/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'sent/CPU-s':>11} {'x raw':>7} {'x raw/CPU':>9}")
     for (clients, per_request), r in results.items():
-        print(f"{clients:>8} {per_request:>10} {r['sps']:>9.1f} {r['tps']:>9.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
-              f" {r['per_cpu']:>11.1f} {r['sps'] / raw['sps']:>7.2f} {r['per_cpu'] / raw['per_cpu']:>9.2f}")
+        print(f"{clients:>8} {per_request:>10} {r['sps']:>9.1f} {r['tps']:>9.0f} {r['p50_ms']:>8.1f} "
+              f"{r['p99_ms']:>8.1f} {r['per_cpu']:>11.1f} {r['sps'] / raw['sps']:>7.2f} "
+              f"{r['per_cpu'] / raw['per_cpu']:>9.2f}")
     lone = results[(1, 1)]["p50_ms"]
     print(f"lone single-input p50 {lone:.1f} ms vs one raw forward {raw['single_p50_ms']:.1f} ms: "
           f"+{lone - raw['single_p50_ms']:.1f} ms (aim <= 3 ms)")
