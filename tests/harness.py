@@ -80,6 +80,7 @@ class ServerHandle:
     origin: str
     services: Services
     settings: Settings
+    app: Any = None
 
 
 def free_port() -> int:
@@ -106,7 +107,7 @@ def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHan
         time.sleep(0.01)
     origin = f"http://127.0.0.1:{port}"
     try:
-        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings)
+        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings, app)
     finally:
         server.should_exit = True
         thread.join(timeout=20)

@@ -109,6 +109,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from inhouse.config_doc import render
+
+    print(render(), end="")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     async def go(s: Any) -> Any:
         return await s.meta.check()
@@ -152,6 +159,8 @@ def parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the effective settings")
     common(show)
     show.set_defaults(fn=cmd_config_show)
+    docs = config.add_parser("docs", help="print the settings reference as Markdown")
+    docs.set_defaults(fn=cmd_config_docs)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     common(migrate)

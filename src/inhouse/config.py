@@ -61,7 +61,9 @@ def default_models() -> list[ModelEntry]:
 class Embeddings(BaseModel):
     """Embedding engine tuning."""
 
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: onnxruntime (exported once, fused, cached in DATA_DIR/cache) else torch."
+    )
     max_batch_tokens: int = Field(8192, description="Token budget of one forward batch.")
     max_batch_size: int = Field(32, description="Most inputs in one forward batch.")
     max_queued_inputs: int = Field(8192, description="Inputs waiting before new requests get 429.")
@@ -88,15 +90,16 @@ class Settings(BaseSettings):
         "auto",
         description="auto: keys are required once one exists; with none, only a loopback bind may run open.",
     )
-    public_base_url: str = Field("", description="Origin clients reach us at (for signed URLs behind a proxy).")
     sweep_interval_seconds: float = Field(60.0, description="How often expired files and uploads are swept.")
     stale_temp_seconds: float = Field(600.0, description="Unfinished blob temporaries older than this are removed.")
     run_worker: bool = Field(True, description="Run the background worker inside the server process.")
-    log_level: str = "info"
+    log_level: str = Field("info", description="debug, info, warning or error.")
     access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")
     limits: Limits = Field(default_factory=Limits)
     embeddings: Embeddings = Field(default_factory=Embeddings)
-    models: list[ModelEntry] = Field(default_factory=default_models)
+    models: list[ModelEntry] = Field(
+        default_factory=default_models, description="Local models and the OpenAI names they answer to."
+    )
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

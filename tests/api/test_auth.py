@@ -112,3 +112,21 @@ def test_cli_keys(tmp_path: Path) -> None:
     assert "revoked" in run("keys", "list")
     assert "journal_mode" in run("migrate")
     assert '"max_file_bytes": 536870912' in run("config", "show")
+
+
+def test_every_v1_route_needs_a_key(server: ServerHandle) -> None:
+    create_key(server, "team")
+    server.services.keys._required_cache = None
+    routes = [r for r in server_app_routes(server) if r[1].startswith("/v1/")]
+    assert len(routes) >= 12
+    for method, path in routes:
+        url = server.origin + path.replace("{model}", "m").replace("{file_id}", "file-x").replace(
+            "{upload_id}", "upload_x")
+        r = httpx2.request(method, url, json={})
+        assert r.status_code == 401, (method, path, r.status_code)
+
+
+def server_app_routes(server: ServerHandle) -> list[tuple[str, str]]:
+    """Every operation the app declares, from its own OpenAPI document."""
+    paths = server.app.openapi()["paths"]
+    return [(method.upper(), path) for path, ops in paths.items() for method in ops]

@@ -222,3 +222,20 @@ def test_full_queue_answers_429_before_tokenizing(settings_factory: Any, tiny_en
         first.join(30)
         assert len(done[0].data) == 4
         assert len(client.embeddings.create(model="tiny-encoder", input=["e"], encoding_format="float").data) == 1
+
+
+def test_idle_models_unload_and_reload(settings_factory: Any, tiny_encoder: Path) -> None:
+    import time
+
+    settings = tiny_settings(settings_factory, tiny_encoder, idle_unload_seconds=1)
+    with start_server(settings) as server:
+        client = make_client(server.base_url)
+        first = vec(client.embeddings.create(model="tiny-encoder", input="alpha", encoding_format="float").data[0])
+        registry = server.services.embedding_engines
+        assert registry.loaded() == ["tiny-encoder"]
+        deadline = time.monotonic() + 15
+        while registry.loaded() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert registry.loaded() == []
+        again = vec(client.embeddings.create(model="tiny-encoder", input="alpha", encoding_format="float").data[0])
+        np.testing.assert_allclose(first, again, atol=1e-6)
