@@ -13,7 +13,8 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_configuration_doc_is_current() -> None:
-    assert (ROOT / "docs" / "configuration.md").read_text() == render(), "run: inhouse config docs > docs/configuration.md"
+    current = (ROOT / "docs" / "configuration.md").read_text()
+    assert current == render(), "run: inhouse config docs > docs/configuration.md"
 
 
 def test_every_setting_is_described() -> None:
