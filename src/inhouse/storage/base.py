@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from inhouse.storage.records import (
     ApiKey,
     FileRecord,
+    FineTuningCheckpointRecord,
+    FineTuningEventRecord,
+    FineTuningJobRecord,
     IdempotencyRecord,
     ModelRecord,
     Page,
@@ -19,7 +22,39 @@ from inhouse.storage.records import (
 Order = Literal["asc", "desc"]
 
 
-class MetadataStore(Protocol):
+class FineTuningStore(Protocol):
+    """Jobs, events and checkpoints. Worker writes are guarded by the worker's lease."""
+
+    async def insert_job(self, job: FineTuningJobRecord, events: list[FineTuningEventRecord]) -> None: ...
+    async def get_job(self, project_id: str, job_id: str) -> FineTuningJobRecord | None: ...
+    async def get_job_any(self, job_id: str) -> FineTuningJobRecord | None: ...
+    async def list_jobs(
+        self, project_id: str, *, after: str | None, limit: int, metadata: dict[str, str] | None,
+        no_metadata: bool = False,
+    ) -> Page[FineTuningJobRecord]: ...
+    async def transition_job(
+        self, project_id: str, job_id: str, *, allowed: tuple[str, ...], fields: dict[str, Any],
+        event: FineTuningEventRecord | None,
+    ) -> tuple[FineTuningJobRecord | None, bool]: ...
+    async def claim_job(self, owner: str, now: int, lease_s: int) -> FineTuningJobRecord | None: ...
+    async def heartbeat_job(self, job_id: str, owner: str, now: int, lease_s: int,
+                            fields: dict[str, Any] | None = None) -> str | None: ...
+    async def worker_update(self, job_id: str, owner: str, *, fields: dict[str, Any] | None = None,
+                            events: list[FineTuningEventRecord] | None = None) -> bool: ...
+    async def release_job(self, job_id: str, owner: str) -> None: ...
+    async def list_events(self, job_id: str, *, after: str | None, limit: int) -> Page[FineTuningEventRecord]: ...
+    async def last_metric_step(self, job_id: str) -> int: ...
+    async def add_checkpoint(self, owner: str, checkpoint: FineTuningCheckpointRecord,
+                             event: FineTuningEventRecord, keep: int) -> list[str] | None: ...
+    async def list_checkpoints(self, job_id: str, *, after: str | None,
+                               limit: int) -> Page[FineTuningCheckpointRecord]: ...
+    async def checkpoint_by_name(self, project_id: str, name: str) -> FineTuningCheckpointRecord | None: ...
+    async def referenced_artifacts(self) -> set[str]: ...
+    async def finish_job_success(self, job_id: str, owner: str, *, fields: dict[str, Any], model: ModelRecord,
+                                 events: list[FineTuningEventRecord]) -> bool: ...
+
+
+class MetadataStore(FineTuningStore, Protocol):
     """Rows about objects. Every read and write of a project's object is scoped by project id."""
 
     async def open(self) -> None: ...

@@ -77,4 +77,59 @@ SQLITE_MIGRATIONS: list[str] = [
         PRIMARY KEY (scope, key)
     );
     """,
+    # 2: fine-tuning jobs, their events and checkpoints
+    """
+    CREATE TABLE fine_tuning_jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        created_at INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        base_model TEXT NOT NULL,
+        parent_model TEXT,
+        training_file TEXT NOT NULL,
+        validation_file TEXT,
+        suffix TEXT,
+        seed INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        hyperparameters TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        fine_tuned_model TEXT,
+        finished_at INTEGER,
+        trained_tokens INTEGER,
+        integrations TEXT,
+        metadata TEXT,
+        result_files TEXT NOT NULL,
+        estimated_finish INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at INTEGER
+    );
+    CREATE INDEX fine_tuning_jobs_project ON fine_tuning_jobs(project_id, seq);
+    CREATE INDEX fine_tuning_jobs_claim ON fine_tuning_jobs(status, seq);
+    CREATE TABLE fine_tuning_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL REFERENCES fine_tuning_jobs(id),
+        created_at INTEGER NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT
+    );
+    CREATE INDEX fine_tuning_events_job ON fine_tuning_events(job_id, seq);
+    CREATE TABLE fine_tuning_checkpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL REFERENCES fine_tuning_jobs(id),
+        created_at INTEGER NOT NULL,
+        step_number INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        metrics TEXT NOT NULL,
+        fine_tuned_model_checkpoint TEXT NOT NULL UNIQUE,
+        artifact_key TEXT NOT NULL
+    );
+    CREATE INDEX fine_tuning_checkpoints_job ON fine_tuning_checkpoints(job_id, seq);
+    """,
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -85,6 +85,57 @@ class IdempotencyRecord:
     status_code: int | None
     content_type: str | None
     body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuningJobRecord:
+    id: str
+    project_id: str
+    created_at: int
+    model: str
+    base_model: str
+    parent_model: str | None
+    training_file: str
+    validation_file: str | None
+    suffix: str | None
+    seed: int
+    method: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    status: str
+    error: dict[str, Any] | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    trained_tokens: int | None
+    integrations: list[Any] | None
+    metadata: dict[str, str] | None
+    result_files: list[str]
+    estimated_finish: int | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuningEventRecord:
+    id: str
+    job_id: str
+    created_at: int
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuningCheckpointRecord:
+    id: str
+    job_id: str
+    created_at: int
+    step_number: int
+    epoch: int
+    metrics: dict[str, Any]
+    fine_tuned_model_checkpoint: str
+    artifact_key: str
 
 
 @dataclass(frozen=True, slots=True)
