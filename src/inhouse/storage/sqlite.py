@@ -11,7 +11,6 @@ from typing import Any
 
 from inhouse.ids import new_id, now
 from inhouse.storage.base import Order
-from inhouse.storage.sqlite_fine_tuning import SqliteFineTuning
 from inhouse.storage.records import (
     ApiKey,
     FileRecord,
@@ -22,6 +21,7 @@ from inhouse.storage.records import (
     UploadPartRecord,
     UploadRecord,
 )
+from inhouse.storage.sqlite_fine_tuning import SqliteFineTuning
 
 _FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
 _UPLOAD_COLS = (
