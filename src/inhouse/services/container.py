@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inhouse.config import Settings
-from inhouse.engines.embeddings.engine import EmbeddingOptions
-from inhouse.engines.registry import EmbeddingRegistry
+from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
+from inhouse.engines.registry import ModelRegistry, embedding_registry
 from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
 from inhouse.services.idempotency import IdempotencyService
@@ -29,7 +29,7 @@ class Services:
     keys: KeysService
     idempotency: IdempotencyService
     maintenance: MaintenanceService
-    embedding_engines: EmbeddingRegistry
+    embedding_engines: ModelRegistry[EmbeddingEngine]
     embeddings: EmbeddingsService
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -40,7 +40,7 @@ class Services:
         idempotency = IdempotencyService(meta)
         models = ModelsService(meta, settings.models)
         emb = settings.embeddings
-        engines = EmbeddingRegistry(
+        engines = embedding_registry(
             EmbeddingOptions(
                 backend=emb.backend,
                 threads=emb.threads,

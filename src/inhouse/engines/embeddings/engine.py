@@ -86,5 +86,8 @@ class EmbeddingEngine:
         unit: FloatArray = (out / np.clip(norms, 1e-12, None)).astype(np.float32)
         return unit
 
+    def idle_since(self) -> float | None:
+        return None if self.batcher.busy else self.batcher.last_used
+
     def close(self) -> None:
         self.batcher.close()

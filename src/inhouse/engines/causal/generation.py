@@ -1,0 +1,177 @@
+"""Generation on a base causal LM with LoRA adapters applied per request (cached), off the event loop,
+one generation at a time per model, with stop sequences and streaming."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inhouse.engines.causal.adapters import attach_adapter
+from inhouse.engines.causal.loading import load_model, load_tokenizer
+
+MAX_ADAPTERS = 8  # LoRA adapters kept attached per base model
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    tokens: int
+
+
+class _StopOnText:
+    """Stops generation once the decoded continuation contains a stop string."""
+
+    def __init__(self, tok: Any, prompt_len: int, stop: tuple[str, ...]) -> None:
+        self.tok, self.prompt_len, self.stop = tok, prompt_len, stop
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        text = self.tok.decode(input_ids[0, self.prompt_len :], skip_special_tokens=True)
+        done = any(s in text for s in self.stop)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+
+class CausalEngine:
+    def __init__(self, path: Path, threads: int) -> None:
+        self.path = path
+        self.tok = load_tokenizer(path)
+        self.model: Any = load_model(path, threads)
+        self.lock = threading.Lock()
+        self._adapters: OrderedDict[str, bool] = OrderedDict()
+        self.last_used = 0.0
+        self.busy = 0
+
+    # -- prompts ------------------------------------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids: list[int] = self.tok(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def text_prompt(self, prompt: str) -> list[int]:
+        ids: list[int] = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        return ids
+
+    # -- adapters -----------------------------------------------------------------------------------------
+    def _select(self, adapter: tuple[str, Callable[[], bytes]] | None) -> Any:
+        """Make `adapter` active (loading it if needed), or return a context that disables adapters."""
+        import contextlib
+
+        from peft import PeftModel
+
+        if adapter is None:
+            if isinstance(self.model, PeftModel):
+                return self.model.disable_adapter()
+            return contextlib.nullcontext()
+        name, load = adapter
+        key = name.replace(".", "_").replace(":", "_").replace("/", "_")
+        if key not in self._adapters:
+            if len(self._adapters) >= MAX_ADAPTERS and isinstance(self.model, PeftModel):
+                old, _ = self._adapters.popitem(last=False)
+                self.model.delete_adapter(old)
+            self.model = attach_adapter(self.model, key, load())
+            self._adapters[key] = True
+        self._adapters.move_to_end(key)
+        self.model.set_adapter(key)
+        return contextlib.nullcontext()
+
+    # -- generation ---------------------------------------------------------------------------------------
+    def _kwargs(self, prompt_len: int, params: SamplingParams) -> dict[str, Any]:
+        from transformers import StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tok.pad_token_id}
+        if params.temperature <= 0:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tok, prompt_len, params.stop)])
+        return kwargs
+
+    def _finish(self, new_ids: list[int], params: SamplingParams) -> Generated:
+        text = self.tok.decode(new_ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+        if cut >= 0:
+            return Generated(text[:cut], "stop", len(new_ids))
+        ended = bool(new_ids) and new_ids[-1] == self.tok.eos_token_id
+        return Generated(text, "stop" if ended or len(new_ids) < params.max_new_tokens else "length", len(new_ids))
+
+    def generate(self, prompt: list[int], params: SamplingParams, n: int,
+                 adapter: tuple[str, Callable[[], bytes]] | None) -> list[Generated]:
+        import torch
+
+        with self.lock:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            ids = torch.tensor([prompt], dtype=torch.long)
+            out = []
+            with self._select(adapter), torch.inference_mode():
+                for _ in range(n):
+                    seq = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                              **self._kwargs(len(prompt), params))
+                    out.append(self._finish(seq[0, len(prompt) :].tolist(), params))
+            return out
+
+    def stream(self, prompt: list[int], params: SamplingParams,
+               adapter: tuple[str, Callable[[], bytes]] | None) -> Iterator[tuple[str, Generated | None]]:
+        """Yields text deltas, then ("", Generated) once done. Holds back text that could start a stop
+        string, so a stop sequence never leaks into the stream."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        with self.lock:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            ids = torch.tensor([prompt], dtype=torch.long)
+            streamer: Any = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
+            result: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    with self._select(adapter), torch.inference_mode():
+                        result["seq"] = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                            streamer=streamer, **self._kwargs(len(prompt), params))
+                except BaseException as exc:  # surfaced to the caller below
+                    result["error"] = exc
+                    streamer.end()
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            sent, text = 0, ""
+            hold = max((len(s) for s in params.stop), default=0)
+            for piece in streamer:
+                text += piece
+                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+                if cut >= 0:
+                    if cut > sent:
+                        yield text[sent:cut], None
+                    sent = cut
+                    break
+                safe = len(text) - hold
+                if safe > sent:
+                    yield text[sent:safe], None
+                    sent = safe
+            worker.join()
+            if "error" in result:
+                raise result["error"]
+            final = self._finish(result["seq"][0, len(prompt) :].tolist(), params)
+            if len(final.text) > sent:
+                yield final.text[sent:], None
+            yield "", final
+
+    def close(self) -> None:
+        del self.model
