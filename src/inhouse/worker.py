@@ -19,17 +19,33 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        interval = self.services.settings.sweep_interval_seconds
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+
+    async def sweeps(self) -> None:
         while not self._stop.is_set():
             try:
                 await self.services.maintenance.sweep()
             except Exception:
                 log.exception("sweep failed; retrying next interval")
+            await self._pause(self.services.settings.sweep_interval_seconds)
+
+    async def jobs(self) -> None:
+        """Claim jobs one at a time: training takes the cores, so one job per worker process."""
+        while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), timeout=interval)
-            except TimeoutError:
-                continue
+                ran = await self.services.jobs.run_next()
+            except Exception:
+                log.exception("job loop failed; retrying")
+                ran = False
+            if not ran:
+                await self._pause(self.services.settings.fine_tuning.poll_seconds)
+
+    async def run(self) -> None:
+        await asyncio.gather(self.sweeps(), self.jobs())
 
 
 async def run_worker(services: Services) -> None:

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inhouse.config import Settings
+from inhouse.config import ModelEntry, Settings
+from inhouse.engines.causal.generation import CausalEngine
+from inhouse.engines.causal.loading import model_dir
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
 from inhouse.engines.registry import ModelRegistry, embedding_registry
+from inhouse.services.chat import ChatService
 from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
+from inhouse.services.fine_tuning import FineTuningService
+from inhouse.services.fine_tuning_runner import JobRunner
 from inhouse.services.idempotency import IdempotencyService
 from inhouse.services.keys import KeysService
 from inhouse.services.maintenance import MaintenanceService
@@ -31,6 +36,10 @@ class Services:
     maintenance: MaintenanceService
     embedding_engines: ModelRegistry[EmbeddingEngine]
     embeddings: EmbeddingsService
+    chat_engines: ModelRegistry[CausalEngine]
+    chat: ChatService
+    fine_tuning: FineTuningService
+    jobs: JobRunner
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -51,6 +60,12 @@ class Services:
             ),
             idle_unload_s=emb.idle_unload_seconds,
         )
+        ft = settings.fine_tuning
+
+        def load_causal(entry: ModelEntry) -> CausalEngine:
+            return CausalEngine(model_dir(entry, settings.data_dir / "models"), ft.threads)
+
+        chat_engines = ModelRegistry("chat", load_causal, emb.idle_unload_seconds)
         return cls(
             settings=settings,
             meta=meta,
@@ -63,6 +78,10 @@ class Services:
             maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds),
             embedding_engines=engines,
             embeddings=EmbeddingsService(models, engines, emb),
+            chat_engines=chat_engines,
+            chat=ChatService(models, meta, blobs, chat_engines, ft),
+            fine_tuning=FineTuningService(meta, models),
+            jobs=JobRunner(settings, meta, blobs, files, models),
         )
 
     async def open(self) -> None:
@@ -73,5 +92,6 @@ class Services:
 
     async def close(self) -> None:
         await self.embedding_engines.close()
+        await self.chat_engines.close()
         await self.blobs.close()
         await self.meta.close()

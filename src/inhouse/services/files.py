@@ -187,6 +187,20 @@ class FilesService:
             sha256=sha256,
         )
 
+    async def store_output(self, project_id: str, filename: str, purpose: str, data: bytes) -> FileRecord:
+        """A file the platform produces (e.g. fine-tune-results): bytes made durable, then the row."""
+        file_id = new_id("file")
+        writer = self.blobs.writer(file_blob_key(file_id))
+        await writer.write(data)
+        size, sha256 = await writer.commit()
+        rec = self.build_record(file_id, project_id, size, sha256, filename, purpose, None)
+        try:
+            await self.meta.insert_file(rec)
+        except BaseException:
+            await self.blobs.delete(file_blob_key(file_id))
+            raise
+        return rec
+
     async def retrieve(self, project_id: str, file_id: str) -> FileRecord:
         rec = await self.meta.get_file(project_id, file_id, self.clock())
         if rec is None:

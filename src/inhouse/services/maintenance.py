@@ -76,6 +76,11 @@ class MaintenanceService:
                 if blob_id not in live and await self._old_enough(key_of(blob_id)):
                     await self.blobs.delete(key_of(blob_id))
                     removed += 1
+        referenced = await self.meta.referenced_artifacts()
+        for key in await self.blobs.list_keys("checkpoints"):
+            if key not in referenced and await self._old_enough(key):
+                await self.blobs.delete(key)
+                removed += 1
         return removed
 
     async def _old_enough(self, key: str) -> bool:

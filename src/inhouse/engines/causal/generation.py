@@ -4,6 +4,7 @@ one generation at a time per model, with stop sequences and streaming."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,8 +54,11 @@ class CausalEngine:
         self.model: Any = load_model(path, threads)
         self.lock = threading.Lock()
         self._adapters: OrderedDict[str, bool] = OrderedDict()
-        self.last_used = 0.0
+        self.last_used = time.monotonic()
         self.busy = 0
+
+    def idle_since(self) -> float | None:
+        return None if self.busy else self.last_used
 
     # -- prompts ------------------------------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:

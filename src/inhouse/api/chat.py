@@ -1,0 +1,160 @@
+"""Routes of /v1/chat/completions and /v1/completions, with SSE streaming that ends in `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.engines.causal.generation import CausalEngine
+from inhouse.errors import InhouseError, InvalidRequest
+from inhouse.ids import new_id, now
+from inhouse.schemas.chat import CreateChatCompletionRequest, CreateCompletionRequest
+from inhouse.services.chat import normalize_messages
+
+router = APIRouter(tags=["chat"])
+log = logging.getLogger(__name__)
+FINGERPRINT = "fp_inhouse"
+
+
+def _sse(obj: Any) -> bytes:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _error_frame(exc: BaseException) -> bytes:
+    if isinstance(exc, InhouseError):
+        return _sse({"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}})
+    log.exception("stream failed", exc_info=exc)
+    return _sse({"error": {"message": "The server had an error while generating.", "type": "server_error",
+                           "param": None, "code": None}})
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(body: CreateChatCompletionRequest, project: ProjectDep,
+                                 services: ServicesDep) -> JSONResponse | StreamingResponse:
+    chat = services.chat
+    if body.logprobs:
+        raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
+    target = await chat.resolve(project.id, body.model)
+    messages = normalize_messages(body.messages)
+    params, n = chat.params(max_tokens=body.max_completion_tokens or body.max_tokens, default_max=256,
+                            temperature=body.temperature, top_p=body.top_p, n=body.n, stop=body.stop,
+                            seed=body.seed)
+
+    def prompt(engine: CausalEngine) -> list[int]:
+        return engine.chat_prompt(messages)
+
+    cid, created = new_id("chatcmpl"), now()
+    if not body.stream:
+        outs, prompt_tokens = await chat.generate(target, prompt, params, n)
+        return JSONResponse({
+            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": o.text, "refusal": None,
+                                                 "annotations": []},
+                         "logprobs": None, "finish_reason": o.finish_reason} for i, o in enumerate(outs)],
+            "usage": _usage(prompt_tokens, sum(o.tokens for o in outs)),
+        })
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
+            "system_fingerprint": FINGERPRINT}
+
+    async def frames() -> AsyncIterator[bytes]:
+        completion = 0
+        prompt_tokens = 0
+        try:
+            for index in range(n):
+                chunks, prompt_tokens = await chat.stream(target, prompt, params)
+                yield _sse({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                                 "logprobs": None, "finish_reason": None}]})
+                async for delta, final in chunks:
+                    if final is not None:
+                        completion += final.tokens
+                        yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
+                                                         "finish_reason": final.finish_reason}]})
+                    elif delta:
+                        yield _sse({**base, "choices": [{"index": index, "delta": {"content": delta},
+                                                         "logprobs": None, "finish_reason": None}]})
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion)})
+        except Exception as exc:
+            yield _error_frame(exc)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+def _text_prompt(text: str) -> Callable[[CausalEngine], list[int]]:
+    def prompt(engine: CausalEngine) -> list[int]:
+        return engine.text_prompt(text)
+
+    return prompt
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
+                            services: ServicesDep) -> JSONResponse | StreamingResponse:
+    chat = services.chat
+    if body.suffix is not None:
+        raise InvalidRequest("suffix is not supported by this server.", param="suffix")
+    if body.logprobs is not None:
+        raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts:
+        raise InvalidRequest("prompt must not be empty.", param="prompt")
+    target = await chat.resolve(project.id, body.model)
+    params, n = chat.params(max_tokens=body.max_tokens, default_max=16, temperature=body.temperature,
+                            top_p=body.top_p, n=body.n, stop=body.stop, seed=body.seed)
+    cid, created = new_id("cmpl"), now()
+    echo = bool(body.echo)
+    if not body.stream:
+        choices, prompt_total, completion = [], 0, 0
+        for p_index, text in enumerate(prompts):
+            outs, prompt_tokens = await chat.generate(target, _text_prompt(text), params, n)
+            prompt_total += prompt_tokens
+            for j, o in enumerate(outs):
+                completion += o.tokens
+                choices.append({"text": (text if echo else "") + o.text, "index": p_index * n + j,
+                                "logprobs": None, "finish_reason": o.finish_reason})
+        return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": body.model,
+                             "system_fingerprint": FINGERPRINT, "choices": choices,
+                             "usage": _usage(prompt_total, completion)})
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    base = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
+            "system_fingerprint": FINGERPRINT}
+
+    async def frames() -> AsyncIterator[bytes]:
+        prompt_total, completion = 0, 0
+        try:
+            for p_index, text in enumerate(prompts):
+                for j in range(n):
+                    index = p_index * n + j
+                    chunks, prompt_tokens = await chat.stream(target, _text_prompt(text), params)
+                    prompt_total += prompt_tokens
+                    if echo:
+                        yield _sse({**base, "choices": [{"text": text, "index": index, "logprobs": None,
+                                                         "finish_reason": None}]})
+                    async for delta, final in chunks:
+                        if final is not None:
+                            completion += final.tokens
+                            yield _sse({**base, "choices": [{"text": "", "index": index, "logprobs": None,
+                                                             "finish_reason": final.finish_reason}]})
+                        elif delta:
+                            yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
+                                                             "finish_reason": None}]})
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(prompt_total, completion)})
+        except Exception as exc:
+            yield _error_frame(exc)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

@@ -1,0 +1,202 @@
+"""Chat completions and legacy completions on base models, fine-tuned models and their checkpoints
+(LoRA adapters applied on the base). Generation runs off the event loop; a bounded queue answers 429."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from inhouse.config import FineTuning as FineTuningSettings
+from inhouse.config import ModelEntry
+from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
+from inhouse.engines.registry import ModelRegistry
+from inhouse.errors import InvalidRequest, Overloaded
+from inhouse.services.models import ModelsService, model_not_found
+from inhouse.storage.base import BlobStore, MetadataStore
+
+T = TypeVar("T")
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    entry: ModelEntry
+    adapter_key: str | None
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if not isinstance(p, dict) or p.get("type") not in ("text", "image_url", "input_audio", "file",
+                                                                "refusal"):
+                raise InvalidRequest("Invalid content part in messages.", param="messages")
+            if p.get("type") == "text":
+                parts.append(str(p.get("text", "")))
+            elif p.get("type") != "refusal":
+                raise InvalidRequest(f"Content parts of type {p.get('type')!r} are not supported by this model.",
+                                     param="messages")
+        return "".join(parts)
+    raise InvalidRequest("Message content must be a string or an array of content parts.", param="messages")
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    out = []
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if role not in ROLES:
+            raise InvalidRequest(f"Invalid value for 'messages[{i}].role': {role!r}.", param=f"messages[{i}].role")
+        if role == "tool" and not m.get("tool_call_id"):
+            raise InvalidRequest(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                                 param=f"messages[{i}].tool_call_id")
+        out.append({"role": "system" if role == "developer" else role, "content": _text(m.get("content"))})
+    return out
+
+
+class ChatService:
+    def __init__(self, models: ModelsService, meta: MetadataStore, blobs: BlobStore,
+                 engines: ModelRegistry[CausalEngine], settings: FineTuningSettings) -> None:
+        self.models = models
+        self.meta = meta
+        self.blobs = blobs
+        self.engines = engines
+        self.settings = settings
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    async def resolve(self, project_id: str, name: str) -> Target:
+        entry = self.models.resolve_configured(name, "chat")
+        if entry is not None:
+            return Target(name, entry, None)
+        created = await self.meta.get_model(project_id, name)
+        base_id, key = None, None
+        if created is not None and created.kind == "chat":
+            base_id, key = created.base_model, created.artifact_key
+        else:
+            ckpt = await self.meta.checkpoint_by_name(project_id, name)
+            if ckpt is not None:
+                job = await self.meta.get_job(project_id, ckpt.job_id)
+                base_id, key = (job.base_model if job else None), ckpt.artifact_key
+        base = next((e for e in self.models.entries if e.id == base_id and e.kind == "chat"), None)
+        if base is None:
+            raise model_not_found(name, param="model")
+        return Target(name, base, key)
+
+    def params(self, *, max_tokens: int | None, default_max: int, temperature: float | None, top_p: float | None,
+               n: int | None, stop: str | list[str] | None, seed: int | None) -> tuple[SamplingParams, int]:
+        cap = self.settings.max_new_tokens
+        if max_tokens is not None and not max_tokens >= 1:
+            raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
+        count = 1 if n is None else n
+        if not 1 <= count <= self.settings.max_n:
+            raise InvalidRequest(f"n must be between 1 and {self.settings.max_n}.", param="n")
+        t = 1.0 if temperature is None else temperature
+        if not 0 <= t <= 2:
+            raise InvalidRequest("temperature must be between 0 and 2.", param="temperature")
+        p = 1.0 if top_p is None else top_p
+        if not 0 < p <= 1:
+            raise InvalidRequest("top_p must be in (0, 1].", param="top_p")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise InvalidRequest("stop takes at most 4 non-empty strings.", param="stop")
+        return SamplingParams(min(max_tokens or default_max, cap), t, p, tuple(stops), seed), count
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        with self._lock:
+            if self._waiting >= self.settings.max_queued_generations:
+                raise Overloaded("Too many generation requests are waiting; retry shortly.", retry_after_s=2.0,
+                                 code="queue_full")
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
+        if target.adapter_key is None:
+            return None
+        loop = asyncio.get_running_loop()
+        key = target.adapter_key
+
+        async def read() -> bytes:
+            return b"".join([c async for c in self.blobs.read(key)])
+
+        return key, lambda: asyncio.run_coroutine_threadsafe(read(), loop).result()
+
+    async def generate(self, target: Target, prompt: Callable[[CausalEngine], list[int]], params: SamplingParams,
+                       n: int) -> tuple[list[Generated], int]:
+        with self.admit():
+            engine = await self.engines.get(target.entry)
+            ids = prompt(engine)
+            adapter = self._adapter(target)
+            engine.busy += 1
+            try:
+                out = await asyncio.to_thread(engine.generate, ids, params, n, adapter)
+            finally:
+                engine.busy -= 1
+                engine.last_used = time.monotonic()
+            return out, len(ids)
+
+    async def stream(self, target: Target, prompt: Callable[[CausalEngine], list[int]],
+                     params: SamplingParams) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
+        with self.admit():
+            engine = await self.engines.get(target.entry)
+        ids = prompt(engine)
+        adapter = self._adapter(target)
+
+        async def chunks() -> AsyncIterator[tuple[str, Generated | None]]:
+            engine.busy += 1
+            try:
+                async for item in _in_thread(lambda: engine.stream(ids, params, adapter)):
+                    yield item
+            finally:
+                engine.busy -= 1
+                engine.last_used = time.monotonic()
+
+        return chunks(), len(ids)
+
+
+async def _in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Drive a blocking iterator on a thread, handing items to the event loop through a bounded queue."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+    cancelled = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in make():
+                if cancelled.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(("item", item)), loop).result()
+            asyncio.run_coroutine_threadsafe(queue.put(("done", None)), loop).result()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(queue.put(("error", exc)), loop).result()
+
+    task = loop.run_in_executor(None, pump)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "done":
+                break
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        cancelled.set()
+        while not queue.empty():
+            queue.get_nowait()
+        await task
+

@@ -1,0 +1,249 @@
+"""Fine-tuning jobs as the API sees them: create (request-level checks are synchronous 400s), list,
+retrieve, cancel, pause, resume, events and checkpoints. The worker side lives in fine_tuning_runner."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from inhouse.errors import InvalidRequest, NotFound
+from inhouse.ids import new_id, now, random_token
+from inhouse.services.models import ModelsService, model_not_found
+from inhouse.storage.base import MetadataStore
+from inhouse.storage.records import (
+    FineTuningCheckpointRecord,
+    FineTuningEventRecord,
+    FineTuningJobRecord,
+    Page,
+    Project,
+)
+
+ACTIVE = ("validating_files", "queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled")
+MAX_SEED = 2_147_483_647
+AUTO = "auto"
+
+
+def event(job_id: str, message: str, *, level: str = "info", type: str = "message",
+          data: dict[str, Any] | None = None) -> FineTuningEventRecord:
+    return FineTuningEventRecord(new_id("ftevent"), job_id, now(), level, message, type, data)
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's documented heuristic: aim at ~100 example passes, within 1..25 epochs."""
+    if n_examples * 3 < 100:
+        return min(25, 100 // max(1, n_examples))
+    if n_examples * 3 > 25_000:
+        return max(1, 25_000 // n_examples)
+    return 3
+
+
+def auto_batch_size(n_examples: int) -> int:
+    return max(1, min(256, round(0.002 * n_examples)))
+
+
+AUTO_LR_MULTIPLIER = 2.0
+AUTO_BETA = 0.1
+
+
+def resolve(hp: dict[str, Any], n_examples: int, method: str) -> dict[str, Any]:
+    out = {
+        "n_epochs": auto_epochs(n_examples) if hp.get("n_epochs", AUTO) == AUTO else int(hp["n_epochs"]),
+        "batch_size": auto_batch_size(n_examples) if hp.get("batch_size", AUTO) == AUTO else int(hp["batch_size"]),
+        "learning_rate_multiplier": AUTO_LR_MULTIPLIER if hp.get("learning_rate_multiplier", AUTO) == AUTO
+        else float(hp["learning_rate_multiplier"]),
+    }
+    if method == "dpo":
+        out["beta"] = AUTO_BETA if hp.get("beta", AUTO) == AUTO else float(hp["beta"])
+    return out
+
+
+def _check_hp(hp: Any, method: str, param: str) -> dict[str, Any]:
+    if hp is None:
+        return {}
+    if not isinstance(hp, dict):
+        raise InvalidRequest("hyperparameters must be an object.", param=param)
+
+    def number(name: str, lo: float, hi: float, integer: bool, lo_open: bool = False) -> None:
+        v = hp.get(name, AUTO)
+        if v == AUTO:
+            return
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and (not integer or isinstance(v, int))
+        if ok:
+            ok = (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise InvalidRequest(f"{name} must be 'auto' or {kind} in {'(' if lo_open else '['}{lo}, {hi}].",
+                                 param=f"{param}.{name}")
+
+    number("batch_size", 1, 256, True)
+    number("n_epochs", 1, 50, True)
+    number("learning_rate_multiplier", 0, 1e6, False, lo_open=True)
+    if method == "dpo":
+        number("beta", 0, 2, False, lo_open=True)
+    return {k: hp[k] for k in ("batch_size", "n_epochs", "learning_rate_multiplier", "beta") if k in hp}
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", value)
+
+
+class FineTuningService:
+    def __init__(self, meta: MetadataStore, models: ModelsService, clock: Callable[[], int] = now) -> None:
+        self.meta = meta
+        self.models = models
+        self.clock = clock
+
+    async def _base_of(self, project: Project, model: str) -> tuple[str, str | None, str]:
+        """(local base model id, parent fine-tune or None, the base name used in the new model's name)."""
+        entry = self.models.resolve_configured(model, "chat")
+        if entry is not None:
+            return entry.id, None, model
+        parent = await self.meta.get_model(project.id, model)
+        if parent is not None and parent.kind == "chat":
+            base_name = model.split(":")[1] if model.startswith("ft:") else parent.base_model
+            return parent.base_model, parent.id, base_name
+        raise model_not_found(model, param="model")
+
+    async def _check_file(self, project: Project, file_id: Any, param: str) -> str:
+        if not isinstance(file_id, str) or not file_id:
+            raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+        f = await self.meta.get_file(project.id, file_id, self.clock())
+        if f is None:
+            raise InvalidRequest(f"invalid {param}: {file_id}", param=param, code="invalid_file")
+        if f.purpose != "fine-tune":
+            raise InvalidRequest(f"File {file_id} has purpose {f.purpose!r}; fine-tuning needs 'fine-tune'.",
+                                 param=param, code="invalid_file_purpose")
+        return file_id
+
+    async def create(self, project: Project, body: dict[str, Any]) -> FineTuningJobRecord:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+        base, parent, base_name = await self._base_of(project, model)
+        training = await self._check_file(project, body.get("training_file"), "training_file")
+        validation = None
+        if body.get("validation_file") is not None:
+            validation = await self._check_file(project, body["validation_file"], "validation_file")
+            if validation == training:
+                raise InvalidRequest("The validation file must differ from the training file.",
+                                     param="validation_file")
+        suffix = body.get("suffix")
+        if suffix is not None and (not isinstance(suffix, str) or not 1 <= len(suffix) <= 64):
+            raise InvalidRequest("suffix must be a string of 1 to 64 characters.", param="suffix")
+        seed = body.get("seed")
+        if seed is None:
+            seed = secrets.randbelow(MAX_SEED + 1)
+        elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise InvalidRequest(f"seed must be an integer in [0, {MAX_SEED}].", param="seed")
+        method_body = body.get("method")
+        if method_body is not None:
+            if not isinstance(method_body, dict) or method_body.get("type") not in ("supervised", "dpo",
+                                                                                     "reinforcement"):
+                raise InvalidRequest("method.type must be 'supervised' or 'dpo'.", param="method.type")
+            method_type = method_body["type"]
+            if method_type == "reinforcement":
+                raise InvalidRequest("Reinforcement fine-tuning is not supported by this server.",
+                                     param="method.type", code="unsupported_method")
+            section = method_body.get(method_type) or {}
+            hp = _check_hp(section.get("hyperparameters") if isinstance(section, dict) else None, method_type,
+                           f"method.{method_type}.hyperparameters")
+        else:
+            method_type = "supervised"
+            hp = _check_hp(body.get("hyperparameters"), "supervised", "hyperparameters")  # deprecated form
+        integrations = body.get("integrations")
+        if integrations is not None and (not isinstance(integrations, list) or len(integrations) > 5):
+            raise InvalidRequest("integrations must be a list of at most 5 items.", param="integrations")
+        metadata = body.get("metadata")
+        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+                isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+                for k, v in metadata.items())):
+            raise InvalidRequest("metadata must map at most 16 keys (64 chars) to strings (512 chars).",
+                                 param="metadata")
+        job_id = new_id("ftjob")
+        hyper = {k: hp.get(k, AUTO) for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+        if method_type == "dpo":
+            hyper["beta"] = hp.get("beta", AUTO)
+        job = FineTuningJobRecord(
+            id=job_id, project_id=project.id, created_at=self.clock(), model=model, base_model=base,
+            parent_model=parent, training_file=training, validation_file=validation, suffix=suffix, seed=seed,
+            method={"type": method_type, "base_name": base_name, "org": _slug(project.name)},
+            hyperparameters=hyper, status="validating_files", error=None, fine_tuned_model=None, finished_at=None,
+            trained_tokens=None, integrations=integrations, metadata=metadata, result_files=[],
+            estimated_finish=None, attempts=0, lease_owner=None, lease_expires_at=None,
+        )
+        files = f"{training} and validation file: {validation}" if validation else training
+        await self.meta.insert_job(job, [
+            event(job_id, f"Created fine-tuning job: {job_id}"),
+            event(job_id, f"Validating training file: {files}"),
+        ])
+        return job
+
+    async def retrieve(self, project: Project, job_id: str) -> FineTuningJobRecord:
+        job = await self.meta.get_job(project.id, job_id)
+        if job is None:
+            raise NotFound(f"Could not find fine tune job: {job_id}", param="fine_tuning_job_id")
+        return job
+
+    async def list(self, project: Project, *, after: str | None, limit: int,
+                   metadata: dict[str, str] | None, no_metadata: bool) -> Page[FineTuningJobRecord]:
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        return await self.meta.list_jobs(project.id, after=after, limit=limit, metadata=metadata,
+                                         no_metadata=no_metadata)
+
+    async def _move(self, project: Project, job_id: str, allowed: tuple[str, ...], fields: dict[str, Any],
+                    message: str, verb: str) -> FineTuningJobRecord:
+        job, changed = await self.meta.transition_job(project.id, job_id, allowed=allowed, fields=fields,
+                                                      event=event(job_id, message))
+        if job is None:
+            raise NotFound(f"Could not find fine tune job: {job_id}", param="fine_tuning_job_id")
+        if not changed:
+            raise InvalidRequest(f"Cannot {verb} a job with status {job.status!r}.", param="fine_tuning_job_id",
+                                 code="invalid_state")
+        return job
+
+    async def cancel(self, project: Project, job_id: str) -> FineTuningJobRecord:
+        # Clearing the lease makes every later write of the worker fail: nothing lands after this event.
+        return await self._move(project, job_id, (*ACTIVE, "paused"),
+                                {"status": "cancelled", "finished_at": self.clock(), "estimated_finish": None,
+                                 "lease_owner": None, "lease_expires_at": None},
+                                "Fine-tuning job cancelled", "cancel")
+
+    async def pause(self, project: Project, job_id: str) -> FineTuningJobRecord:
+        return await self._move(project, job_id, ACTIVE,
+                                {"status": "paused", "estimated_finish": None, "lease_owner": None,
+                                 "lease_expires_at": None},
+                                "Fine-tuning job paused", "pause")
+
+    async def resume(self, project: Project, job_id: str) -> FineTuningJobRecord:
+        return await self._move(project, job_id, ("paused",), {"status": "queued"},
+                                "Fine-tuning job resumed", "resume")
+
+    async def events(self, project: Project, job_id: str, *, after: str | None,
+                     limit: int) -> Page[FineTuningEventRecord]:
+        await self.retrieve(project, job_id)
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        return await self.meta.list_events(job_id, after=after, limit=limit)
+
+    async def checkpoints(self, project: Project, job_id: str, *, after: str | None,
+                          limit: int) -> Page[FineTuningCheckpointRecord]:
+        await self.retrieve(project, job_id)
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        return await self.meta.list_checkpoints(job_id, after=after, limit=limit)
+
+
+def model_name(job: FineTuningJobRecord, tag: str | None = None) -> str:
+    """ft:{base}:{org}:{suffix}:{id} — the final model; a checkpoint adds its own id and :ckpt-step-N."""
+    short = job.id[-8:]
+    name = f"ft:{job.method['base_name']}:{job.method['org']}:{job.suffix or ''}:{short}"
+    if tag is not None:
+        name = f"ft:{job.method['base_name']}:{job.method['org']}:{job.suffix or ''}:{random_token(8)}:{tag}"
+    return name
+
+
+

@@ -1,0 +1,176 @@
+"""Validate fine-tuning files as OpenAI does, streaming line by line: chat, prompt/completion and preference
+formats, with OpenAI's error codes and a message naming the example."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+MIN_EXAMPLES = 10
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+MESSAGE_KEYS = {"role", "content", "name", "function_call", "tool_calls", "weight", "tool_call_id", "refusal"}
+
+
+@dataclass
+class DataInvalid(Exception):
+    code: str
+    message: str
+    param: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    kind: str  # "chat", "completion" or "preference"
+    examples: list[dict[str, Any]]
+
+
+async def lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        while (nl := buf.find(b"\n")) >= 0:
+            yield buf[:nl]
+            buf = buf[nl + 1 :]
+        if len(buf) > max_line:
+            yield buf  # over-long: the parser rejects it by size
+            buf = b""
+    if buf:
+        yield buf
+
+
+def _content_ok(content: Any) -> bool:
+    if isinstance(content, str):
+        return bool(content)
+    if isinstance(content, list):
+        return all(isinstance(p, dict) and p.get("type") in ("text", "image_url") for p in content) and bool(content)
+    return False
+
+
+def _text(content: Any) -> Any:
+    if isinstance(content, list):  # text parts joined; images are not supported by local models
+        return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return content
+
+
+def check_chat(ex: dict[str, Any], n: int) -> dict[str, Any]:
+    messages = ex.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"Example {n} is missing key 'messages'.")
+    out = []
+    for m, msg in enumerate(messages, start=1):
+        where = f"Example {n}, message {m}"
+        if not isinstance(msg, dict):
+            raise ValueError(f"{where} is not an object.")
+        if "role" not in msg:
+            raise ValueError(f"{where} Discriminator 'role' is missing in value")
+        if msg["role"] not in ROLES:
+            raise ValueError(f"{where} has an unrecognized role {msg['role']!r}.")
+        extra = set(msg) - MESSAGE_KEYS
+        if extra:
+            raise ValueError(f"{where} contains an extra {sorted(extra)[0]!r}.")
+        if "weight" in msg and (msg["role"] != "assistant" or msg["weight"] not in (0, 1)):
+            raise ValueError(f"{where} has an invalid 'weight' (only 0 or 1, on assistant messages).")
+        has_call = bool(msg.get("tool_calls") or msg.get("function_call"))
+        if not has_call and not _content_ok(msg.get("content")):
+            raise ValueError(f"{where} is missing content.")
+        out.append({**msg, "content": _text(msg.get("content"))})
+    if not any(msg["role"] == "assistant" for msg in out):
+        raise ValueError(f"Example {n} has no assistant message.")
+    result: dict[str, Any] = {"messages": out}
+    if ex.get("tools"):
+        result["tools"] = ex["tools"]
+    return result
+
+
+def check_completion(ex: dict[str, Any], n: int) -> dict[str, Any]:
+    if not isinstance(ex.get("prompt"), str) or not isinstance(ex.get("completion"), str):
+        raise ValueError(f"Example {n} must have string 'prompt' and 'completion'.")
+    if not ex["completion"]:
+        raise ValueError(f"Example {n} has an empty completion.")
+    return {"prompt": ex["prompt"], "completion": ex["completion"]}
+
+
+def _one_assistant(value: Any, key: str, n: int) -> str:
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
+        raise ValueError(f"Example {n} '{key}' must hold exactly one assistant message.")
+    msg = value[0]
+    if msg.get("role") != "assistant" or not _content_ok(msg.get("content")):
+        raise ValueError(f"Example {n} '{key}' must be an assistant message with content.")
+    return str(_text(msg["content"]))
+
+
+def check_preference(ex: dict[str, Any], n: int) -> dict[str, Any]:
+    if "input" not in ex:
+        raise ValueError(f"Invalid file format. Example {n} is missing key 'input'.")
+    inp = ex["input"]
+    if not isinstance(inp, dict) or not isinstance(inp.get("messages"), list) or not inp["messages"]:
+        raise ValueError(f"Example {n} 'input' must hold 'messages'.")
+    preferred = ex.get("preferred_output", ex.get("preferred_completion"))
+    rejected = ex.get("non_preferred_output", ex.get("non_preferred_completion"))
+    checked = check_chat({"messages": [*inp["messages"], {"role": "assistant", "content": "x"}]}, n)
+    return {"input": {"messages": checked["messages"][:-1], "tools": inp.get("tools")},
+            "preferred": _one_assistant(preferred, "preferred_output", n),
+            "non_preferred": _one_assistant(rejected, "non_preferred_output", n)}
+
+
+def kind_of(ex: dict[str, Any]) -> str:
+    if "input" in ex or "preferred_output" in ex or "preferred_completion" in ex:
+        return "preference"
+    if "messages" in ex:
+        return "chat"
+    if "prompt" in ex:
+        return "completion"
+    return "chat"
+
+
+async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str, max_line: int,
+                        min_examples: int) -> Dataset:
+    """Examples of one file, or DataInvalid naming the first bad one."""
+    label = "training file" if param == "training_file" else "validation file"
+
+    def bad(why: str) -> DataInvalid:
+        return DataInvalid("invalid_training_file" if param == "training_file" else "invalid_validation_file",
+                           f"The job failed due to an invalid {label}. {why}", param)
+
+    examples: list[dict[str, Any]] = []
+    kind: str | None = None
+    n = 0
+    async for raw in lines(chunks, max_line):
+        if not raw.strip():
+            continue
+        n += 1
+        if len(raw) > max_line:
+            raise bad(f"Invalid file format. Example {n} is longer than {max_line} bytes.")
+        try:
+            ex = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise bad(f"Invalid file format. Example {n} cannot be parsed. Error: {str(exc)[:120]}") from None
+        if not isinstance(ex, dict):
+            raise bad(f"Invalid file format. Example {n} is not a JSON object.")
+        this = kind_of(ex)
+        kind = kind or this
+        if this != kind:
+            raise bad(f"Invalid file format. Example {n} is in the {this} format, but the file starts in the "
+                      f"{kind} format.")
+        try:
+            if kind == "preference":
+                examples.append(check_preference(ex, n))
+            elif kind == "completion":
+                examples.append(check_completion(ex, n))
+            else:
+                examples.append(check_chat(ex, n))
+        except ValueError as exc:
+            message = str(exc)
+            raise bad(message if message.startswith("Invalid") else f"Invalid file format. {message}") from None
+    if method == "dpo" and kind not in (None, "preference"):
+        raise bad("Invalid file format. DPO needs the preference format: 'input', 'preferred_output' and "
+                  "'non_preferred_output'.")
+    if method == "supervised" and kind == "preference":
+        raise bad("Invalid file format. The preference format needs method type 'dpo'.")
+    if len(examples) < min_examples:
+        raise DataInvalid("invalid_n_examples",
+                          f"{label.capitalize()} has {len(examples)} example(s), but must have at least "
+                          f"{min_examples} examples", param)
+    return Dataset(kind or "chat", examples)

@@ -1,0 +1,276 @@
+"""The worker side of fine-tuning: claim a job under a lease, validate its files, train (resuming from the
+newest checkpoint), record events, checkpoints, the result file and the model, with a heartbeat that
+carries cancel and pause back to the training thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from inhouse.config import Settings
+from inhouse.engines.causal.data import encode_preference, encode_sft
+from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
+from inhouse.engines.causal.training import Resume, Stopped, TrainSpec, steps_per_epoch, train
+from inhouse.ids import new_id, now
+from inhouse.services.files import FilesService, file_blob_key
+from inhouse.services.fine_tuning import event, model_name, resolve
+from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
+from inhouse.services.models import ModelsService
+from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningJobRecord, ModelRecord
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_key(ckpt_id: str) -> str:
+    return f"checkpoints/{ckpt_id}"
+
+
+@dataclass
+class _Run:
+    job: FineTuningJobRecord
+    owner: str
+    stop: threading.Event
+    loop: asyncio.AbstractEventLoop
+    last_logged_step: int
+    total_steps: int
+    started: float
+    start_step: int
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, meta: MetadataStore, blobs: BlobStore, files: FilesService,
+                 models: ModelsService, clock: Callable[[], int] = now) -> None:
+        self.settings = settings
+        self.cfg = settings.fine_tuning
+        self.meta = meta
+        self.blobs = blobs
+        self.files = files
+        self.models = models
+        self.clock = clock
+        self.owner = f"worker-{secrets.token_hex(6)}"
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    async def _read(self, key: str) -> bytes:
+        return b"".join([c async for c in self.blobs.read(key)])
+
+    async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int) -> Dataset:
+        f = await self.meta.get_file(job.project_id, file_id, self.clock())
+        if f is None:
+            raise DataInvalid("invalid_" + param, f"The {param.replace('_', ' ')} {file_id} no longer exists.", param)
+        return await parse_dataset(self.blobs.read(file_blob_key(file_id)), param=param,
+                                   method=job.method["type"], max_line=self.settings.limits.max_jsonl_line_bytes,
+                                   min_examples=min_examples)
+
+    async def _fail(self, job: FineTuningJobRecord, code: str, message: str, param: str | None) -> None:
+        await self.meta.worker_update(job.id, self.owner, fields={
+            "status": "failed", "error": {"code": code, "message": message, "param": param},
+            "finished_at": self.clock(), "estimated_finish": None, "lease_owner": None, "lease_expires_at": None,
+        }, events=[event(job.id, message, level="error")])
+
+    async def _heartbeat(self, run: _Run) -> None:
+        while not run.stop.is_set():
+            await asyncio.sleep(self.cfg.heartbeat_seconds)
+            status = await self.meta.heartbeat_job(run.job.id, self.owner, self.clock(), self.cfg.lease_seconds)
+            if status not in ("validating_files", "queued", "running"):
+                run.stop.set()  # cancelled, paused, or taken by another worker: stop the CPU work now
+
+    # -- one job ------------------------------------------------------------------------------------------
+    async def run_next(self) -> bool:
+        """Claim and run one job; False when there was none."""
+        job = await self.meta.claim_job(self.owner, self.clock(), self.cfg.lease_seconds)
+        if job is None:
+            return False
+        run = _Run(job, self.owner, threading.Event(), asyncio.get_running_loop(), 0, 0, time.monotonic(), 0)
+        beat = asyncio.create_task(self._heartbeat(run))
+        try:
+            await self._run(run)
+        except Exception as exc:
+            log.exception("fine-tuning job %s failed", job.id)
+            if job.attempts >= self.cfg.max_attempts:
+                await self._fail(job, "training_failed", f"Fine-tuning failed: {type(exc).__name__}: {exc}", None)
+            else:
+                await self.meta.release_job(job.id, self.owner)  # another attempt resumes from a checkpoint
+        finally:
+            run.stop.set()
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        return True
+
+    async def _run(self, run: _Run) -> None:
+        job = run.job
+        if job.attempts > self.cfg.max_attempts:
+            await self._fail(job, "max_attempts_exceeded",
+                             f"The job was interrupted {job.attempts - 1} times and will not be retried.", None)
+            return
+        try:
+            train_set = await self._dataset(job, job.training_file, "training_file", 10)
+            valid_set = (await self._dataset(job, job.validation_file, "validation_file", 1)
+                         if job.validation_file else None)
+        except DataInvalid as bad:
+            await self._fail(job, bad.code, bad.message, bad.param)
+            return
+        if job.status == "validating_files" and not await self.meta.worker_update(
+                job.id, self.owner, fields={"status": "queued"},
+                events=[event(job.id, "Files validated, moving job to queued state")]):
+            return
+        hp = resolve(job.hyperparameters, len(train_set.examples), job.method["type"])
+        per_epoch = steps_per_epoch(len(train_set.examples), hp["batch_size"])
+        run.total_steps = per_epoch * hp["n_epochs"]
+        resume = await self._resume_point(job)
+        run.start_step = resume.step if resume else 0
+        run.last_logged_step = await self.meta.last_metric_step(job.id)
+        message = ("Fine-tuning job started" if resume is None
+                   else f"Fine-tuning job resumed from the checkpoint at step {resume.step}")
+        if not await self.meta.worker_update(job.id, self.owner, fields={
+                "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
+            return
+        adapter, trained_tokens = await asyncio.to_thread(self._train, run, train_set, valid_set, hp, resume)
+        await self._succeed(run, adapter, trained_tokens)
+
+    async def _resume_point(self, job: FineTuningJobRecord) -> Resume | None:
+        page = await self.meta.list_checkpoints(job.id, after=None, limit=1)
+        if not page.items:
+            return None
+        newest = page.items[0]
+        return Resume(await self._read(newest.artifact_key), newest.epoch, newest.step_number)
+
+    # -- training thread ----------------------------------------------------------------------------------
+    def _call(self, run: _Run, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, run.loop).result()
+
+    def _train(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
+               resume: Resume | None) -> tuple[bytes, int]:
+        job = run.job
+        entry = next(e for e in self.settings.models if e.id == job.base_model)
+        path = model_dir(entry, self.settings.data_dir / "models")
+        tok = load_tokenizer(path)
+        model = load_model(path, self.cfg.threads)
+        if job.parent_model:
+            # Continuing a fine-tune: start from its adapter merged into the base weights.
+            from inhouse.engines.causal.adapters import attach_adapter
+
+            parent = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
+            model = attach_adapter(model, "parent", self._call(run, self._read(parent.artifact_key)))
+            model = model.merge_and_unload()
+        max_len = self.cfg.max_length
+        train_ex: list[Any]
+        valid_ex: list[Any]
+        if job.method["type"] == "dpo":
+            train_ex = [encode_preference(tok, e, max_len) for e in train_set.examples]
+            valid_ex = [encode_preference(tok, e, max_len) for e in valid_set.examples] if valid_set else []
+        else:
+            train_ex = [encode_sft(tok, e, max_len) for e in train_set.examples]
+            valid_ex = [encode_sft(tok, e, max_len) for e in valid_set.examples] if valid_set else []
+        spec = TrainSpec(method=job.method["type"], n_epochs=hp["n_epochs"], batch_size=hp["batch_size"],
+                         learning_rate=self.cfg.base_learning_rate * hp["learning_rate_multiplier"],
+                         beta=hp.get("beta", 0.1), seed=job.seed, lora_rank=self.cfg.lora_rank)
+        return train(model, int(tok.pad_token_id), train_ex, valid_ex, spec, _Hooks(self, run, hp), resume)
+
+    async def _checkpoint(self, run: _Run, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any],
+                          final: bool) -> None:
+        job = run.job
+        ckpt_id = new_id("ftckpt")
+        writer = self.blobs.writer(checkpoint_key(ckpt_id))
+        await writer.write(adapter)
+        await writer.commit()  # durable before the row that names it
+        name = model_name(job) if final else model_name(job, f"ckpt-step-{step}")
+        record = FineTuningCheckpointRecord(ckpt_id, job.id, self.clock(), step, epoch, {
+            k: v for k, v in metrics.items() if k != "total_steps"}, name, checkpoint_key(ckpt_id))
+        dropped = await self.meta.add_checkpoint(self.owner, record, event(
+            job.id, f"Checkpoint created at step {step} with Snapshot ID: {name}"), self.cfg.keep_checkpoints)
+        if dropped is None:
+            await self.blobs.delete(checkpoint_key(ckpt_id))
+            raise Stopped()
+        for key in dropped:
+            await self.blobs.delete(key)
+
+    async def _succeed(self, run: _Run, adapter: bytes, trained_tokens: int) -> None:
+        job = run.job
+        page = await self.meta.list_checkpoints(job.id, after=None, limit=1)
+        final_ckpt = page.items[0]
+        name = model_name(job)
+        result = await self._result_file(job)
+        model = ModelRecord(name, job.project_id, self.clock(), f"user-{job.method['org']}", "chat",
+                            job.base_model, final_ckpt.artifact_key)
+        done = await self.meta.finish_job_success(job.id, self.owner, fields={
+            "status": "succeeded", "fine_tuned_model": name, "finished_at": self.clock(),
+            "trained_tokens": trained_tokens, "result_files": [result], "estimated_finish": None,
+        }, model=model, events=[event(job.id, f"New fine-tuned model created: {name}"),
+                                event(job.id, "The job has successfully completed")])
+        if not done:
+            await self.meta.delete_file(job.project_id, result)
+            await self.blobs.delete(file_blob_key(result))
+
+    async def _result_file(self, job: FineTuningJobRecord) -> str:
+        rows: dict[int, dict[str, Any]] = {}
+        after = None
+        while True:
+            page = await self.meta.list_events(job.id, after=after, limit=100)
+            for e in page.items:
+                if e.type == "metrics" and e.data:
+                    rows.setdefault(int(e.data["step"]), e.data)
+            if not page.has_more:
+                break
+            after = page.items[-1].id
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+        for step in sorted(rows):
+            d = rows[step]
+            w.writerow([step, _fmt(d.get("train_loss")), _fmt(d.get("train_mean_token_accuracy")),
+                        _fmt(d.get("valid_loss")), _fmt(d.get("valid_mean_token_accuracy"))])
+        rec = await self.files.store_output(job.project_id, "step_metrics.csv", "fine-tune-results",
+                                            out.getvalue().encode())
+        return rec.id
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{float(value):.5f}"
+
+
+class _Hooks:
+    """Runs in the training thread; every write goes back to the event loop, guarded by the lease."""
+
+    def __init__(self, runner: JobRunner, run: _Run, hp: dict[str, Any]) -> None:
+        self.runner, self.run, self.hp = runner, run, hp
+        self.step_times: list[float] = []
+        self.last = time.monotonic()
+
+    def should_stop(self) -> bool:
+        return self.run.stop.is_set()
+
+    def on_step(self, metrics: dict[str, Any]) -> None:
+        t = time.monotonic()
+        self.step_times = [*self.step_times[-19:], t - self.last]
+        self.last = t
+        step = int(metrics["step"])
+        if step <= self.run.last_logged_step:
+            return  # replayed after a resume: its event was written by the first run
+        self.run.last_logged_step = step
+        avg = sum(self.step_times) / len(self.step_times)
+        finish = self.runner.clock() + math.ceil(avg * (self.run.total_steps - step))
+        text = f"Step {step}/{self.run.total_steps}: training loss={metrics['train_loss']:.2f}"
+        if "valid_loss" in metrics:
+            text += (f", validation loss={metrics['valid_loss']:.2f}, "
+                     f"full validation loss={metrics['full_valid_loss']:.2f}")
+        ok = self.runner._call(self.run, self.runner.meta.worker_update(
+            self.run.job.id, self.run.owner, fields={"estimated_finish": finish},
+            events=[event(self.run.job.id, text, type="metrics", data=metrics)]))
+        if not ok:
+            raise Stopped()
+
+    def on_epoch(self, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any]) -> None:
+        final = epoch == self.hp["n_epochs"]
+        self.runner._call(self.run, self.runner._checkpoint(self.run, epoch, step, adapter, metrics, final))
