@@ -38,6 +38,14 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/v1/models/.+$"), "Model"),
     ("DELETE", re.compile(r"^/v1/models/.+$"), "DeleteModelResponse"),
     ("POST", re.compile(r"^/v1/embeddings$"), "CreateEmbeddingResponse"),
+    ("POST", re.compile(r"^/v1/fine_tuning/jobs$"), "FineTuningJob"),
+    ("GET", re.compile(r"^/v1/fine_tuning/jobs$"), "ListPaginatedFineTuningJobsResponse"),
+    ("GET", re.compile(r"^/v1/fine_tuning/jobs/[^/]+$"), "FineTuningJob"),
+    ("POST", re.compile(r"^/v1/fine_tuning/jobs/[^/]+/(cancel|pause|resume)$"), "FineTuningJob"),
+    ("GET", re.compile(r"^/v1/fine_tuning/jobs/[^/]+/events$"), "ListFineTuningJobEventsResponse"),
+    ("GET", re.compile(r"^/v1/fine_tuning/jobs/[^/]+/checkpoints$"), "ListFineTuningJobCheckpointsResponse"),
+    ("POST", re.compile(r"^/v1/chat/completions$"), "CreateChatCompletionResponse"),
+    ("POST", re.compile(r"^/v1/completions$"), "CreateCompletionResponse"),
 ]
 
 

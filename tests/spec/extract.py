@@ -14,6 +14,8 @@ import yaml
 ROOTS = [
     "OpenAIFile", "ListFilesResponse", "DeleteFileResponse", "Upload", "UploadPart", "Model",
     "ListModelsResponse", "DeleteModelResponse", "ErrorResponse", "CreateEmbeddingResponse",
+    "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
+    "ListFineTuningJobCheckpointsResponse", "CreateChatCompletionResponse", "CreateCompletionResponse",
 ]
 
 
@@ -27,6 +29,21 @@ def refs(node: object, out: set[str]) -> None:
     elif isinstance(node, list):
         for v in node:
             refs(v, out)
+
+
+def modernize(node: object) -> None:
+    """The spec mixes in OpenAPI 3.0 booleans for exclusiveMinimum/Maximum; JSON Schema 2020-12 wants numbers."""
+    if isinstance(node, dict):
+        for key, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if node.get(key) is True and bound in node:
+                node[key] = node.pop(bound)
+            elif node.get(key) is False:
+                del node[key]
+        for v in node.values():
+            modernize(v)
+    elif isinstance(node, list):
+        for v in node:
+            modernize(v)
 
 
 def main(spec_path: str) -> None:
@@ -49,6 +66,9 @@ def main(spec_path: str) -> None:
     # Embedding type (a float array only) does not describe.
     array = done["Embedding"]["properties"]["embedding"]
     done["Embedding"]["properties"]["embedding"] = {"anyOf": [array, {"type": "string", "contentEncoding": "base64"}]}
+    # The pause endpoint answers status "paused" (the spec's own example) though the status enum lacks it.
+    done["FineTuningJob"]["properties"]["status"]["enum"].append("paused")
+    modernize(done)
     out = {"source": f"openai-openapi.yaml {spec['info']['version']}", "schemas": dict(sorted(done.items()))}
     (Path(__file__).parent / "openai_schemas.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 

@@ -82,7 +82,8 @@ class ChatService:
         base_id, key = None, None
         if created is not None and created.kind == "chat":
             base_id, key = created.base_model, created.artifact_key
-        else:
+        elif ":ckpt-step-" in name:
+            # The final checkpoint carries the model's own name: it serves only while the model exists.
             ckpt = await self.meta.checkpoint_by_name(project_id, name)
             if ckpt is not None:
                 job = await self.meta.get_job(project_id, ckpt.job_id)

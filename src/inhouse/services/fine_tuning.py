@@ -10,7 +10,7 @@ from typing import Any
 
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import new_id, now, random_token
-from inhouse.services.models import ModelsService, model_not_found
+from inhouse.services.models import ModelsService
 from inhouse.storage.base import MetadataStore
 from inhouse.storage.records import (
     FineTuningCheckpointRecord,
@@ -105,7 +105,9 @@ class FineTuningService:
         if parent is not None and parent.kind == "chat":
             base_name = model.split(":")[1] if model.startswith("ft:") else parent.base_model
             return parent.base_model, parent.id, base_name
-        raise model_not_found(model, param="model")
+        # A request-level problem, so a synchronous 400 (as OpenAI answers for models it cannot tune).
+        raise InvalidRequest(f"Model {model} is not available for fine-tuning or does not exist.", param="model",
+                             code="model_not_available")
 
     async def _check_file(self, project: Project, file_id: Any, param: str) -> str:
         if not isinstance(file_id, str) or not file_id:

@@ -108,7 +108,7 @@ def _evaluate(model: Any, examples: list[Any], spec: TrainSpec, pad_id: int) -> 
                 loss, acc, n = _dpo_batch(model, batch, pad_id, spec.beta)
             else:
                 loss, acc, n = _sft_batch(model, batch, pad_id)
-            losses.append(float(loss))
+            losses.append(loss.item())
             accs.append(acc)
             weights.append(max(1, n))
     total = sum(weights)
@@ -151,7 +151,7 @@ def train(model: Any, pad_id: int, train_set: list[Any], valid_set: list[Any], s
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             step += 1
-            metrics: dict[str, Any] = {"step": step, "total_steps": total_steps, "train_loss": float(loss),
+            metrics: dict[str, Any] = {"step": step, "total_steps": total_steps, "train_loss": loss.item(),
                                        "train_mean_token_accuracy": accuracy}
             if b == per_epoch - 1 and valid_set:
                 model.eval()
