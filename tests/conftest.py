@@ -51,3 +51,6 @@ def client(server: ServerHandle) -> Iterator[openai.OpenAI]:
     c = make_client(server.base_url)
     yield c
     c.close()
+
+
+from tests.llm import llm, llm_server, tiny_llm  # noqa: E402, F401 - the tiny chat model's fixtures

@@ -1,0 +1,108 @@
+"""Chat completions and legacy completions through the SDK on the tiny chat model: plain, streamed,
+n, stop, seed, usage, and the errors."""
+
+from __future__ import annotations
+
+import httpx2
+import openai
+import pytest
+
+from tests.harness import ServerHandle
+
+MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
+
+
+def test_chat_completion(llm: openai.OpenAI) -> None:
+    r = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=6)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == "gpt-4o-mini"
+    choice = r.choices[0]
+    assert choice.index == 0 and choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length")
+    assert r.usage is not None and r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    again = llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, temperature=0, max_tokens=6)
+    assert again.choices[0].message.content == choice.message.content  # greedy is deterministic
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]
+    assert llm.chat.completions.create(model="tiny-llm", messages=parts, max_tokens=2).choices
+
+
+def test_max_tokens_length_and_n(llm: openai.OpenAI) -> None:
+    r = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_completion_tokens=3, n=3,
+                                    temperature=1.0, seed=4)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert all(c.finish_reason in ("length", "stop") for c in r.choices)
+    assert r.usage.completion_tokens <= 9
+    same = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_completion_tokens=3, n=3,
+                                       temperature=1.0, seed=4)
+    assert [c.message.content for c in same.choices] == [c.message.content for c in r.choices]  # seeded
+
+
+def test_stop_sequences(llm: openai.OpenAI) -> None:
+    free = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=12)
+    text = free.choices[0].message.content or ""
+    assert len(text) >= 2
+    stop = text[1:3]
+    cut = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=12,
+                                      stop=[stop, "never-there"])
+    assert cut.choices[0].message.content == text[: text.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in llm.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=12, stop=stop, stream=True) if c.choices)
+    assert streamed == cut.choices[0].message.content  # the stop string never leaks into the stream
+
+
+def test_streaming_matches_plain(llm: openai.OpenAI) -> None:
+    plain = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=8)
+    stream = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=8,
+                                         stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [plain.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_ends_with_done(llm_server: ServerHandle) -> None:
+    with httpx2.stream("POST", f"{llm_server.base_url}/chat/completions", timeout=60,
+                       json={"model": "tiny-llm", "messages": MESSAGES, "max_tokens": 3, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = r.read().decode()
+    assert body.rstrip().endswith("data: [DONE]")
+
+
+def test_completions(llm: openai.OpenAI) -> None:
+    r = llm.completions.create(model="davinci-002", prompt="hello world", max_tokens=5, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].index == 0
+    echo = llm.completions.create(model="davinci-002", prompt="hello world", max_tokens=5, temperature=0, echo=True)
+    assert echo.choices[0].text == "hello world" + r.choices[0].text
+    many = llm.completions.create(model="davinci-002", prompt=["hello", "world"], max_tokens=2, n=2)
+    assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    streamed = "".join(c.choices[0].text for c in llm.completions.create(
+        model="davinci-002", prompt="hello world", max_tokens=5, temperature=0, stream=True) if c.choices)
+    assert streamed == r.choices[0].text
+
+
+@pytest.mark.parametrize(
+    ("override", "param"),
+    [({"n": 0}, "n"), ({"n": 99}, "n"), ({"temperature": 3}, "temperature"), ({"top_p": 0}, "top_p"),
+     ({"max_tokens": 0}, "max_tokens"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"), ({"messages": []}, "messages"),
+     ({"logprobs": True}, "logprobs")],
+)
+def test_bad_chat_requests(llm: openai.OpenAI, override: dict[str, object], param: str) -> None:
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, **override}
+    with pytest.raises(openai.BadRequestError) as exc:
+        llm.chat.completions.create(**body)  # type: ignore[call-overload]
+    assert exc.value.param == param
+
+
+def test_unknown_model(llm: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        llm.chat.completions.create(model="gpt-nope", messages=MESSAGES)
+    assert exc.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        llm.chat.completions.create(model="all-MiniLM-L6-v2", messages=MESSAGES)  # an embedding model
