@@ -1,0 +1,96 @@
+"""Reliability 4: a worker killed mid-training; another resumes from the newest checkpoint and the job
+succeeds with every step logged exactly once. A job whose workers keep dying fails after bounded attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_client
+from tests.harness import start_server
+from tests.llm import all_events, llm_entry, llm_settings, pong_file, supervised, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def start_worker(data_dir: Path, model_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "INHOUSE_DATA_DIR": str(data_dir),
+           "INHOUSE_MODELS": json.dumps([llm_entry(model_path).model_dump()]),
+           "INHOUSE_FINE_TUNING__LEASE_SECONDS": "3", "INHOUSE_FINE_TUNING__HEARTBEAT_SECONDS": "0.2",
+           "INHOUSE_FINE_TUNING__POLL_SECONDS": "0.1", "INHOUSE_SWEEP_INTERVAL_SECONDS": "3600"}
+    return subprocess.Popen([sys.executable, "-m", "inhouse.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_kill_9_worker_then_resume(settings_factory: Any, tiny_llm: Path) -> None:
+    settings = llm_settings(settings_factory, tiny_llm)
+    settings.run_worker = False  # the server only serves; workers are separate processes
+    with start_server(settings) as server:
+        client = make_client(server.base_url, strict=False)
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=pong_file(client, 20), seed=9,
+                                             method=supervised(n_epochs=6, batch_size=2))
+        first = start_worker(settings.data_dir, tiny_llm)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                messages = [e.message for e in all_events(client, job.id)]
+                if any(m.startswith("Checkpoint created at step 20 ") for m in messages):
+                    break
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        killed_at = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"][-1]
+        assert killed_at < 60, "killed mid-job"
+        second = start_worker(settings.data_dir, tiny_llm)
+        try:
+            done = wait_for(client, job.id, timeout=120)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        assert done.status == "succeeded", done.error
+        events = all_events(client, job.id)
+        steps = [e.data["step"] for e in events if e.type == "metrics"]
+        assert steps == list(range(1, 61))  # nothing lost, nothing twice
+        assert any(e.message.startswith("Fine-tuning job resumed from the checkpoint at step") for e in events)
+        ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+        assert [c.step_number for c in ckpts] == [60, 50, 40]
+        blobs = settings.data_dir / "blobs" / "checkpoints"
+        # Every listed checkpoint has its bytes; the chat model answers from the final one.
+        listed = asyncio.run(server.services.meta.referenced_artifacts())
+        assert all((blobs / key.split("/", 1)[1]).exists() for key in listed)
+        assert client.chat.completions.create(model=done.fine_tuned_model, messages=[
+            {"role": "user", "content": "ping"}], temperature=0, max_tokens=4).choices
+
+
+def test_job_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_llm: Path) -> None:
+    settings = llm_settings(settings_factory, tiny_llm)
+    settings.run_worker = False
+    with start_server(settings) as server:
+        client = make_client(server.base_url, strict=False)
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=pong_file(client))
+        meta = server.services.meta
+
+        async def crash_three_times() -> None:
+            for i in range(3):  # three workers claim it and die without a word
+                claimed = await meta.claim_job(f"ghost-{i}", int(time.time()) + 10 * i, 1)
+                assert claimed is not None and claimed.id == job.id
+            runner = server.services.jobs
+            runner.clock = lambda: int(time.time()) + 100
+            assert await runner.run_next()
+
+        asyncio.run(crash_three_times())
+        done = client.fine_tuning.jobs.retrieve(job.id)
+        assert done.status == "failed" and done.error.code == "max_attempts_exceeded"
+        assert all_events(client, job.id)[-1].level == "error"
