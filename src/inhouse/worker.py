@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 
@@ -35,6 +36,8 @@ class Worker:
 
     async def jobs(self) -> None:
         """Claim jobs one at a time: training takes the cores, so one job per worker process."""
+        # Importing the training stack takes seconds; do it once up front, not inside the first job.
+        await asyncio.to_thread(_warm_imports)
         while not self._stop.is_set():
             try:
                 ran = await self.services.jobs.run_next()
@@ -46,6 +49,14 @@ class Worker:
 
     async def run(self) -> None:
         await asyncio.gather(self.sweeps(), self.jobs())
+
+
+def _warm_imports() -> None:
+    for name in ("torch", "transformers", "peft"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return
 
 
 async def run_worker(services: Services) -> None:

@@ -59,12 +59,14 @@ def _sft_batch(model: Any, batch: list[SftExample], pad_id: int) -> tuple[Any, f
     ids = _pad([e.input_ids for e in batch], pad_id)
     labels = _pad([e.labels for e in batch], IGNORE)
     mask = _pad([[1] * len(e.input_ids) for e in batch], 0)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :]
-    target = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    # Shift the labels, not the logits: slicing [batch, seq, vocab] logits would copy all of them.
+    target = torch.nn.functional.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), target.reshape(-1),
                                              ignore_index=IGNORE)
     valid = target != IGNORE
-    correct = int(((logits.argmax(-1) == target) & valid).sum())
+    with torch.no_grad():
+        correct = int(((logits.argmax(-1) == target) & valid).sum())
     return loss, correct / max(1, int(valid.sum())), int(valid.sum())
 
 
