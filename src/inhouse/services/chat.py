@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
+from inhouse.engines.causal.adapters import header_is_full
 from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
 from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InvalidRequest, Overloaded
@@ -26,8 +27,8 @@ ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 @dataclass(frozen=True)
 class Target:
     name: str
-    entry: ModelEntry
-    adapter_key: str | None
+    entry: ModelEntry  # the model to load: a configured base, or (full fine-tunes) its own weights
+    adapter_key: str | None  # a LoRA adapter applied on that model per request
 
 
 def _text(content: Any) -> str:
@@ -65,14 +66,32 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 class ChatService:
     def __init__(self, models: ModelsService, meta: MetadataStore, blobs: BlobStore,
-                 engines: ModelRegistry[CausalEngine], settings: FineTuningSettings) -> None:
+                 engines: ModelRegistry[CausalEngine], full_engines: ModelRegistry[CausalEngine],
+                 settings: FineTuningSettings, loop_holder: dict[str, asyncio.AbstractEventLoop]) -> None:
         self.models = models
         self.meta = meta
         self.blobs = blobs
         self.engines = engines
+        self.full_engines = full_engines
         self.settings = settings
         self._waiting = 0
         self._lock = threading.Lock()
+        self._full: dict[str, bool] = {}
+        self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
+
+    async def read_blob(self, key: str) -> bytes:
+        return b"".join([c async for c in self.blobs.read(key)])
+
+    async def _is_full(self, key: str) -> bool:
+        if key not in self._full:
+            async for head in self.blobs.read(key, 1024 * 1024):
+                self._full[key] = header_is_full(head)
+                break
+        return self._full.get(key, False)
+
+    def _registry(self, target: Target) -> ModelRegistry[CausalEngine]:
+        self._loop_holder["loop"] = asyncio.get_running_loop()
+        return self.full_engines if target.entry.kind == "chat-weights" else self.engines
 
     async def resolve(self, project_id: str, name: str) -> Target:
         entry = self.models.resolve_configured(name, "chat")
@@ -89,8 +108,12 @@ class ChatService:
                 job = await self.meta.get_job(project_id, ckpt.job_id)
                 base_id, key = (job.base_model if job else None), ckpt.artifact_key
         base = next((e for e in self.models.entries if e.id == base_id and e.kind == "chat"), None)
-        if base is None:
+        if base is None or key is None:
             raise model_not_found(name, param="model")
+        if await self._is_full(key):
+            # Fully fine-tuned weights: a model of its own, loaded like the base and keyed by its artifact.
+            own = ModelEntry(id=key, kind="chat-weights", path=base.path, gguf_file=base.gguf_file, aliases=[base.id])
+            return Target(name, own, None)
         return Target(name, base, key)
 
     def params(self, *, max_tokens: int | None, default_max: int, temperature: float | None, top_p: float | None,
@@ -131,15 +154,12 @@ class ChatService:
         loop = asyncio.get_running_loop()
         key = target.adapter_key
 
-        async def read() -> bytes:
-            return b"".join([c async for c in self.blobs.read(key)])
-
-        return key, lambda: asyncio.run_coroutine_threadsafe(read(), loop).result()
+        return key, lambda: asyncio.run_coroutine_threadsafe(self.read_blob(key), loop).result()
 
     async def generate(self, target: Target, prompt: Callable[[CausalEngine], list[int]], params: SamplingParams,
                        n: int) -> tuple[list[Generated], int]:
         with self.admit():
-            engine = await self.engines.get(target.entry)
+            engine = await self._registry(target).get(target.entry)
             ids = prompt(engine)
             adapter = self._adapter(target)
             engine.busy += 1
@@ -153,7 +173,7 @@ class ChatService:
     async def stream(self, target: Target, prompt: Callable[[CausalEngine], list[int]],
                      params: SamplingParams) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
         with self.admit():
-            engine = await self.engines.get(target.entry)
+            engine = await self._registry(target).get(target.entry)
         ids = prompt(engine)
         adapter = self._adapter(target)
 

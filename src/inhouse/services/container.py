@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,16 @@ class Services:
             return CausalEngine(model_dir(entry, settings.data_dir / "models"), ft.threads)
 
         chat_engines = ModelRegistry("chat", load_causal, emb.idle_unload_seconds)
+        loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+
+        def load_full_model(entry: ModelEntry) -> CausalEngine:
+            # entry.id is the weights' blob key; the blob store is async, so read through the serving loop.
+            base = next(e for e in settings.models if e.id in entry.aliases)
+            weights = asyncio.run_coroutine_threadsafe(chat.read_blob(entry.id), loop_holder["loop"]).result()
+            return CausalEngine(model_dir(base, settings.data_dir / "models"), ft.threads, weights)
+
+        full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds)
+        chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
         return cls(
             settings=settings,
             meta=meta,
@@ -79,7 +90,7 @@ class Services:
             embedding_engines=engines,
             embeddings=EmbeddingsService(models, engines, emb),
             chat_engines=chat_engines,
-            chat=ChatService(models, meta, blobs, chat_engines, ft),
+            chat=chat,
             fine_tuning=FineTuningService(meta, models),
             jobs=JobRunner(settings, meta, blobs, files, models),
         )
@@ -93,5 +104,6 @@ class Services:
     async def close(self) -> None:
         await self.embedding_engines.close()
         await self.chat_engines.close()
+        await self.chat.full_engines.close()
         await self.blobs.close()
         await self.meta.close()

@@ -164,6 +164,12 @@ class FineTuningService:
                 for k, v in metadata.items())):
             raise InvalidRequest("metadata must map at most 16 keys (64 chars) to strings (512 chars).",
                                  param="metadata")
+        # Extension (not in OpenAI's API): {"inhouse": {"full_fine_tuning": true}} trains every weight
+        # instead of a LoRA adapter; send it with the SDK's extra_body.
+        ext = body.get("inhouse") or {}
+        full = ext.get("full_fine_tuning", False) if isinstance(ext, dict) else None
+        if not isinstance(full, bool):
+            raise InvalidRequest("inhouse.full_fine_tuning must be a boolean.", param="inhouse.full_fine_tuning")
         job_id = new_id("ftjob")
         hyper = {k: hp.get(k, AUTO) for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
         if method_type == "dpo":
@@ -171,7 +177,7 @@ class FineTuningService:
         job = FineTuningJobRecord(
             id=job_id, project_id=project.id, created_at=self.clock(), model=model, base_model=base,
             parent_model=parent, training_file=training, validation_file=validation, suffix=suffix, seed=seed,
-            method={"type": method_type, "base_name": base_name, "org": _slug(project.name)},
+            method={"type": method_type, "base_name": base_name, "org": _slug(project.name), "full": full},
             hyperparameters=hyper, status="validating_files", error=None, fine_tuned_model=None, finished_at=None,
             trained_tokens=None, integrations=integrations, metadata=metadata, result_files=[],
             estimated_finish=None, attempts=0, lease_owner=None, lease_expires_at=None,

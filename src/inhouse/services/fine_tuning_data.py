@@ -44,12 +44,15 @@ def _content_ok(content: Any) -> bool:
     if isinstance(content, str):
         return bool(content)
     if isinstance(content, list):
-        return all(isinstance(p, dict) and p.get("type") in ("text", "image_url") for p in content) and bool(content)
+        if any(isinstance(p, dict) and p.get("type") == "image_url" for p in content):
+            # Never dropped silently: the local base models read text only.
+            raise ValueError("contains an image; the configured base models are text-only.")
+        return all(isinstance(p, dict) and p.get("type") == "text" for p in content) and bool(content)
     return False
 
 
 def _text(content: Any) -> Any:
-    if isinstance(content, list):  # text parts joined; images are not supported by local models
+    if isinstance(content, list):  # text parts joined
         return "".join(p.get("text", "") for p in content if p.get("type") == "text")
     return content
 
@@ -73,7 +76,11 @@ def check_chat(ex: dict[str, Any], n: int) -> dict[str, Any]:
         if "weight" in msg and (msg["role"] != "assistant" or msg["weight"] not in (0, 1)):
             raise ValueError(f"{where} has an invalid 'weight' (only 0 or 1, on assistant messages).")
         has_call = bool(msg.get("tool_calls") or msg.get("function_call"))
-        if not has_call and not _content_ok(msg.get("content")):
+        try:
+            content_ok = _content_ok(msg.get("content"))
+        except ValueError as exc:
+            raise ValueError(f"{where} {exc}") from None
+        if not has_call and not content_ok:
             raise ValueError(f"{where} is missing content.")
         out.append({**msg, "content": _text(msg.get("content"))})
     if not any(msg["role"] == "assistant" for msg in out):

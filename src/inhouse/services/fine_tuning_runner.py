@@ -158,12 +158,15 @@ class JobRunner:
         tok = load_tokenizer(path)
         model = load_model(path, self.cfg.threads)
         if job.parent_model:
-            # Continuing a fine-tune: start from its adapter merged into the base weights.
-            from inhouse.engines.causal.adapters import attach_adapter
+            # Continuing a fine-tune: start from its weights (its adapter merged into the base).
+            from inhouse.engines.causal.adapters import attach_adapter, is_full, load_full
 
             parent = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
-            model = attach_adapter(model, "parent", self._call(run, self._read(parent.artifact_key)))
-            model = model.merge_and_unload()
+            weights = self._call(run, self._read(parent.artifact_key))
+            if is_full(weights):
+                load_full(model, weights)
+            else:
+                model = attach_adapter(model, "parent", weights).merge_and_unload()
         max_len = self.cfg.max_length
         train_ex: list[Any]
         valid_ex: list[Any]
@@ -173,9 +176,11 @@ class JobRunner:
         else:
             train_ex = [encode_sft(tok, e, max_len) for e in train_set.examples]
             valid_ex = [encode_sft(tok, e, max_len) for e in valid_set.examples] if valid_set else []
+        full = bool(job.method.get("full"))
+        base_lr = self.cfg.full_base_learning_rate if full else self.cfg.base_learning_rate
         spec = TrainSpec(method=job.method["type"], n_epochs=hp["n_epochs"], batch_size=hp["batch_size"],
-                         learning_rate=self.cfg.base_learning_rate * hp["learning_rate_multiplier"],
-                         beta=hp.get("beta", 0.1), seed=job.seed, lora_rank=self.cfg.lora_rank)
+                         learning_rate=base_lr * hp["learning_rate_multiplier"], beta=hp.get("beta", 0.1),
+                         seed=job.seed, lora_rank=self.cfg.lora_rank, full=full)
         return train(model, int(tok.pad_token_id), train_ex, valid_ex, spec, _Hooks(self, run, hp), resume)
 
     async def _checkpoint(self, run: _Run, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any],

@@ -25,6 +25,43 @@ def dump_adapter(model: Any, adapter_name: str, rank: int) -> bytes:
     return bytes(save(state, metadata={"format": "inhouse-lora", "rank": str(rank)}))
 
 
+def dump_full(model: Any) -> bytes:
+    """Every weight of a fully fine-tuned model; tied tensors are stored once and re-tied on load."""
+    from safetensors.torch import save
+
+    seen: set[int] = set()
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        state[name] = tensor.detach().contiguous().cpu()
+    return bytes(save(state, metadata={"format": "inhouse-full"}))
+
+
+def load_full(model: Any, data: bytes) -> Any:
+    from safetensors.torch import load
+
+    missing, unexpected = model.load_state_dict(load(data), strict=False)
+    tied = {k for k in missing if "lm_head" in k or "embed" in k}
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"weights do not fit the base model: missing {missing}, unexpected {unexpected}")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model
+
+
+def is_full(data: bytes) -> bool:
+    return adapter_metadata(data).get("format") == "inhouse-full"
+
+
+def header_is_full(head: bytes) -> bool:
+    """From the first bytes of a safetensors file: full weights (True) or a LoRA adapter (False)."""
+    (length,) = struct.unpack("<Q", head[:8])
+    meta = json.loads(head[8 : 8 + length]).get("__metadata__", {})
+    return bool(meta.get("format") == "inhouse-full")
+
+
 def adapter_metadata(data: bytes) -> dict[str, str]:
     (length,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + length])

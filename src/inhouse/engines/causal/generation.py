@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inhouse.engines.causal.adapters import attach_adapter
+from inhouse.engines.causal.adapters import attach_adapter, load_full
 from inhouse.engines.causal.loading import load_model, load_tokenizer
 
 MAX_ADAPTERS = 8  # LoRA adapters kept attached per base model
@@ -48,10 +48,12 @@ class _StopOnText:
 
 
 class CausalEngine:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, weights: bytes | None = None) -> None:
         self.path = path
         self.tok = load_tokenizer(path)
         self.model: Any = load_model(path, threads)
+        if weights is not None:  # a fully fine-tuned model: the base's architecture with its own weights
+            load_full(self.model, weights)
         self.lock = threading.Lock()
         self._adapters: OrderedDict[str, bool] = OrderedDict()
         self.last_used = time.monotonic()

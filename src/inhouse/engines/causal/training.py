@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from inhouse.engines.causal.adapters import attach_adapter, dump_adapter, lora_config
+from inhouse.engines.causal.adapters import attach_adapter, dump_adapter, dump_full, load_full, lora_config
 from inhouse.engines.causal.data import IGNORE, PreferenceExample, SftExample, token_count
 
 ADAPTER = "default"
@@ -27,6 +27,7 @@ class TrainSpec:
     beta: float
     seed: int
     lora_rank: int
+    full: bool = False  # every weight trained, instead of a LoRA adapter
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,30 @@ def _completion_logps(model: Any, prompts: list[list[int]], completions: list[li
     return (picked * (target != IGNORE)).sum(-1)
 
 
-def _dpo_batch(model: Any, batch: list[PreferenceExample], pad_id: int, beta: float) -> tuple[Any, float, int]:
+def _dpo_batch(model: Any, batch: list[PreferenceExample], pad_id: int, beta: float,
+               reference: Any = None) -> tuple[Any, float, int]:
+    """DPO loss. The reference is the base model: the adapter switched off, or a frozen copy when every
+    weight is trained."""
+    import contextlib
+
     import torch
 
     prompts = [e.prompt_ids for e in batch]
     chosen = _completion_logps(model, prompts, [e.chosen_ids for e in batch], pad_id)
     rejected = _completion_logps(model, prompts, [e.rejected_ids for e in batch], pad_id)
-    with torch.no_grad(), model.disable_adapter():  # the reference model is the base without the adapter
-        ref_chosen = _completion_logps(model, prompts, [e.chosen_ids for e in batch], pad_id)
-        ref_rejected = _completion_logps(model, prompts, [e.rejected_ids for e in batch], pad_id)
+    ref = reference if reference is not None else model
+    off = contextlib.nullcontext() if reference is not None else model.disable_adapter()
+    with torch.no_grad(), off:
+        ref_chosen = _completion_logps(ref, prompts, [e.chosen_ids for e in batch], pad_id)
+        ref_rejected = _completion_logps(ref, prompts, [e.rejected_ids for e in batch], pad_id)
     margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
     loss = -torch.nn.functional.logsigmoid(margin).mean()
     accuracy = float((margin > 0).float().mean())
     return loss, accuracy, sum(len(e.chosen_ids) + len(e.rejected_ids) for e in batch)
 
 
-def _evaluate(model: Any, examples: list[Any], spec: TrainSpec, pad_id: int) -> tuple[float, float]:
+def _evaluate(model: Any, examples: list[Any], spec: TrainSpec, pad_id: int,
+              reference: Any = None) -> tuple[float, float]:
     import torch
 
     losses, accs, weights = [], [], []
@@ -107,7 +116,7 @@ def _evaluate(model: Any, examples: list[Any], spec: TrainSpec, pad_id: int) -> 
         for i in range(0, len(examples), spec.batch_size):
             batch = examples[i : i + spec.batch_size]
             if spec.method == "dpo":
-                loss, acc, n = _dpo_batch(model, batch, pad_id, spec.beta)
+                loss, acc, n = _dpo_batch(model, batch, pad_id, spec.beta, reference)
             else:
                 loss, acc, n = _sft_batch(model, batch, pad_id)
             losses.append(loss.item())
@@ -120,15 +129,28 @@ def _evaluate(model: Any, examples: list[Any], spec: TrainSpec, pad_id: int) -> 
 
 def train(model: Any, pad_id: int, train_set: list[Any], valid_set: list[Any], spec: TrainSpec,
           hooks: TrainingHooks, resume: Resume | None = None) -> tuple[bytes, int]:
-    """Train a LoRA adapter on `model` (modified in place). Returns the final adapter and trained tokens."""
+    """Train a LoRA adapter (or, with spec.full, every weight) of `model`, modified in place. Returns the final
+    adapter (or weights) as safetensors bytes, and the trained tokens."""
+    import copy
+
     import torch
     from peft import get_peft_model
 
     torch.manual_seed(spec.seed)
-    if resume is not None:
+    reference = None
+    if spec.full:
+        if spec.method == "dpo":
+            reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if resume is not None:
+            load_full(model, resume.adapter)
+    elif resume is not None:
         model = attach_adapter(model, ADAPTER, resume.adapter)
     else:
         model = get_peft_model(model, lora_config(spec.lora_rank), adapter_name=ADAPTER)
+
+    def snapshot() -> bytes:
+        return dump_full(model) if spec.full else dump_adapter(model, ADAPTER, spec.lora_rank)
+
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
@@ -145,7 +167,7 @@ def train(model: Any, pad_id: int, train_set: list[Any], valid_set: list[Any], s
                 raise Stopped()
             batch = [train_set[i] for i in order[b * spec.batch_size : (b + 1) * spec.batch_size]]
             if spec.method == "dpo":
-                loss, accuracy, _ = _dpo_batch(model, batch, pad_id, spec.beta)
+                loss, accuracy, _ = _dpo_batch(model, batch, pad_id, spec.beta, reference)
             else:
                 loss, accuracy, _ = _sft_batch(model, batch, pad_id)
             optimizer.zero_grad(set_to_none=True)
@@ -157,14 +179,14 @@ def train(model: Any, pad_id: int, train_set: list[Any], valid_set: list[Any], s
                                        "train_mean_token_accuracy": accuracy}
             if b == per_epoch - 1 and valid_set:
                 model.eval()
-                valid_loss, valid_acc = _evaluate(model, valid_set, spec, pad_id)
+                valid_loss, valid_acc = _evaluate(model, valid_set, spec, pad_id, reference)
                 model.train()
                 metrics.update(valid_loss=valid_loss, valid_mean_token_accuracy=valid_acc,
                                full_valid_loss=valid_loss, full_valid_mean_token_accuracy=valid_acc)
             hooks.on_step(metrics)
         if hooks.should_stop():
             raise Stopped()
-        hooks.on_epoch(epoch + 1, step, dump_adapter(model, ADAPTER, spec.lora_rank), metrics)
+        hooks.on_epoch(epoch + 1, step, snapshot(), metrics)
     model.eval()
     trained = sum(token_count(e) for e in train_set) * spec.n_epochs
-    return dump_adapter(model, ADAPTER, spec.lora_rank), trained
+    return snapshot(), trained
