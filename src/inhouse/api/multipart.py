@@ -158,3 +158,28 @@ async def read_form(
 async def _abort(sinks: list[Sink]) -> None:
     for s in sinks:
         await s.abort()
+
+
+class MemorySink:
+    """Collects a small file part in memory, refusing past `cap` bytes (the caller's own limit applies after)."""
+
+    def __init__(self, cap: int, param: str, tally: list[int] | None = None, total_cap: int | None = None) -> None:
+        self.cap, self.param = cap, param
+        self.tally, self.total_cap = tally, total_cap
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.tally is not None:
+            self.tally[0] += len(data)
+        if self.size > self.cap or (self.total_cap is not None and self.tally and self.tally[0] > self.total_cap):
+            raise InvalidRequest(f"Uploaded '{self.param}' is too large.", param=self.param,
+                                 code="invalid_image_format")
+        self.parts.append(bytes(data))
+
+    async def abort(self) -> None:
+        self.parts = []
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)

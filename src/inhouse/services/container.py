@@ -10,13 +10,17 @@ from inhouse.config import ModelEntry, Settings
 from inhouse.engines.causal.generation import CausalEngine
 from inhouse.engines.causal.loading import model_dir
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
+from inhouse.engines.images.pipelines import DiffusionEngine
+from inhouse.engines.locate import locate_model
 from inhouse.engines.registry import ModelRegistry, embedding_registry
+from inhouse.errors import EngineFailure
 from inhouse.services.chat import ChatService
 from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
 from inhouse.services.fine_tuning import FineTuningService
 from inhouse.services.fine_tuning_runner import JobRunner
 from inhouse.services.idempotency import IdempotencyService
+from inhouse.services.images import ImagesService, load_secret
 from inhouse.services.keys import KeysService
 from inhouse.services.maintenance import MaintenanceService
 from inhouse.services.models import ModelsService
@@ -41,6 +45,7 @@ class Services:
     chat: ChatService
     fine_tuning: FineTuningService
     jobs: JobRunner
+    images: ImagesService
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +82,16 @@ class Services:
 
         full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds)
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
+        def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
+            path = locate_model(entry.path)
+            if path is None:
+                raise EngineFailure(f"The model `{entry.id}` is configured at {entry.path!r}, but nothing is there.",
+                                    code="model_not_installed")
+            return DiffusionEngine(path, ft.threads)
+
+        images = ImagesService(models, ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds),
+                               blobs, settings.images, settings.limits.max_image_pixels,
+                               load_secret(settings.data_dir / "secrets" / "image-urls.key"))
         return cls(
             settings=settings,
             meta=meta,
@@ -86,13 +101,15 @@ class Services:
             models=models,
             keys=KeysService(meta, settings.auth),
             idempotency=idempotency,
-            maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds),
+            maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds,
+                                           settings.images.url_ttl_seconds),
             embedding_engines=engines,
             embeddings=EmbeddingsService(models, engines, emb),
             chat_engines=chat_engines,
             chat=chat,
             fine_tuning=FineTuningService(meta, models),
             jobs=JobRunner(settings, meta, blobs, files, models),
+            images=images,
         )
 
     async def open(self) -> None:
@@ -105,5 +122,6 @@ class Services:
         await self.embedding_engines.close()
         await self.chat_engines.close()
         await self.chat.full_engines.close()
+        await self.images.engines.close()
         await self.blobs.close()
         await self.meta.close()

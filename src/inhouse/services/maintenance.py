@@ -23,6 +23,7 @@ class SweepReport:
     orphan_blobs: int = 0
     temporaries: int = 0
     idempotency: int = 0
+    expired_images: int = 0
 
 
 class MaintenanceService:
@@ -33,8 +34,10 @@ class MaintenanceService:
         uploads: UploadsService,
         idempotency: IdempotencyService,
         stale_temp_seconds: float,
+        image_ttl_seconds: float = 3600,
         clock: Callable[[], int] = now,
     ) -> None:
+        self.image_ttl_seconds = image_ttl_seconds
         self.meta = meta
         self.blobs = blobs
         self.uploads = uploads
@@ -53,6 +56,11 @@ class MaintenanceService:
             await self.uploads.expire(upload)
             report.expired_uploads += 1
         report.orphan_blobs = await self.remove_orphans()
+        for key in await self.blobs.list_keys("images"):  # images behind URLs that have expired
+            age = await self.blobs.age_seconds(key)
+            if age is not None and age > self.image_ttl_seconds:
+                await self.blobs.delete(key)
+                report.expired_images += 1
         report.temporaries = await self.blobs.remove_temporaries(self.stale_temp_seconds)
         report.idempotency = await self.idempotency.purge()
         if any(vars(report).values()):

@@ -1,0 +1,128 @@
+"""Routes of /v1/images: generations (JSON), edits and variations (multipart), and the signed image files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.api.multipart import Form, MemorySink, Sink, read_form
+from inhouse.errors import InvalidRequest, PermissionDenied
+from inhouse.ids import now
+from inhouse.schemas.images import CreateImageRequest
+from inhouse.services.images import MIME, ImageOptions, Plan, b64
+
+router = APIRouter(tags=["images"])
+PART_CAP = 50 * 1024 * 1024
+REQUEST_CAP = 64 * 1024 * 1024  # all images of one edit together
+GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024")
+
+
+async def _answer(plan: Plan, images: list[Any], request: Request, services: Any) -> JSONResponse:
+    svc = services.images
+    data = []
+    for img in images:
+        encoded = svc.encode(img, plan.output_format, plan.compression)
+        item: dict[str, Any] = {"b64_json": b64(encoded)} if plan.b64 else {
+            "url": await svc.store(encoded, plan.output_format, str(request.base_url))}
+        if plan.revised_prompt is not None:
+            item["revised_prompt"] = plan.revised_prompt
+        data.append(item)
+    body: dict[str, Any] = {"created": now(), "data": data}
+    if plan.family == "gpt-image":
+        body.update(output_format=plan.output_format, background="opaque", quality=plan.quality_label)
+        size = f"{plan.width}x{plan.height}"
+        if size in GPT_SIZES:
+            body["size"] = size
+    return JSONResponse(body)
+
+
+def _int(form: Form, name: str) -> int | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not value.strip().lstrip("-").isdigit():
+        raise InvalidRequest(f"{name} must be an integer.", param=name)
+    return int(value)
+
+
+def _options(form: Form, *, default_model: str) -> ImageOptions:
+    return ImageOptions(
+        model=form.get("model") or default_model, prompt=form.get("prompt") or "", n=_int(form, "n"),
+        size=form.get("size"), quality=form.get("quality"), style=form.get("style"),
+        response_format=form.get("response_format"), output_format=form.get("output_format"),
+        output_compression=_int(form, "output_compression"), background=form.get("background"),
+        seed=_int(form, "seed"))
+
+
+@router.post("/images/generations")
+async def create_image(body: CreateImageRequest, request: Request, project: ProjectDep,
+                       services: ServicesDep) -> JSONResponse:
+    with services.images.admit():
+        options = ImageOptions(model=body.model or "dall-e-2", prompt=body.prompt, n=body.n, size=body.size,
+                               quality=body.quality, style=body.style, response_format=body.response_format,
+                               output_format=body.output_format, output_compression=body.output_compression,
+                               background=body.background, seed=body.seed)
+        plan, images = await services.images.generate(options)
+        return await _answer(plan, images, request, services)
+
+
+async def _read_images(request: Request, services: Any, allowed: tuple[str, ...]) -> tuple[Form, dict[str, list[
+        MemorySink]]]:
+    limits = services.settings.limits
+    sinks: dict[str, list[MemorySink]] = {}
+    tally = [0]
+
+    async def on_file(field: str, filename: str | None, form: Form) -> Sink | None:
+        name = "image" if field == "image[]" else field
+        if name not in allowed:
+            return None
+        sink = MemorySink(PART_CAP, name, tally, REQUEST_CAP)
+        sinks.setdefault(name, []).append(sink)
+        return sink
+
+    form = await read_form(request, on_file, max_field_bytes=limits.max_form_field_bytes,
+                           max_parts=limits.max_form_parts)
+    return form, sinks
+
+
+@router.post("/images/edits")
+async def create_image_edit(request: Request, project: ProjectDep, services: ServicesDep) -> JSONResponse:
+    with services.images.admit():  # before a byte of the upload is read or decoded
+        form, sinks = await _read_images(request, services, ("image", "mask"))
+        masks = sinks.get("mask", [])
+        if len(masks) > 1:
+            raise InvalidRequest("Only one mask may be sent.", param="mask")
+        options = _options(form, default_model="dall-e-2")
+        plan, images = await services.images.edit(options, [s.value() for s in sinks.get("image", [])],
+                                                  masks[0].value() if masks else None)
+        return await _answer(plan, images, request, services)
+
+
+@router.post("/images/variations")
+async def create_image_variation(request: Request, project: ProjectDep, services: ServicesDep) -> JSONResponse:
+    with services.images.admit():
+        form, sinks = await _read_images(request, services, ("image",))
+        images = sinks.get("image", [])
+        if len(images) != 1:
+            raise InvalidRequest("Send exactly one 'image'.", param="image")
+        options = _options(form, default_model="dall-e-2")
+        plan, out = await services.images.variation(options, images[0].value())
+        return await _answer(plan, out, request, services)
+
+
+@router.get("/images/files/{name}", response_model=None)
+async def image_file(name: str, services: ServicesDep, expires: int = 0, sig: str = "") -> Response:
+    """No API key: the signature is the credential, and it expires."""
+    stem, _, ext = name.partition(".")
+    svc = services.images
+    if ext not in MIME or not stem.startswith("img_") or not stem[4:].isalnum() or \
+            not svc.check_signature(stem, expires, sig):
+        raise PermissionDenied("This image URL is not valid or has expired.", code="url_expired")
+    size = await services.blobs.size(f"images/{stem}")
+    if size is None:
+        raise PermissionDenied("This image URL is not valid or has expired.", code="url_expired")
+    return StreamingResponse(services.blobs.read(f"images/{stem}"), media_type=MIME[ext],
+                             headers={"content-length": str(size), "cache-control": "private, max-age=3600"})

@@ -1,0 +1,82 @@
+"""One diffusers pipeline directory loaded once; inpainting and image-to-image reuse its weights
+(`from_pipe`). Calls are serialised per model and run off the event loop by the caller."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Render:
+    prompt: str
+    width: int  # the resolution rendered natively (multiples of 8)
+    height: int
+    steps: int
+    guidance: float
+    n: int
+    seed: int | None
+
+
+class DiffusionEngine:
+    def __init__(self, path: Path, threads: int) -> None:
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # safetensors only: a pipeline directory with pickled weights is refused.
+        self.text2image: Any = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+            str(path), use_safetensors=True, dtype=torch.float32)
+        self.text2image.set_progress_bar_config(disable=True)
+        self._inpaint: Any = None
+        self._image2image: Any = None
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.last_used = time.monotonic()
+
+    def idle_since(self) -> float | None:
+        return None if self.busy else self.last_used
+
+    def _generator(self, seed: int | None) -> Any:
+        import torch
+
+        return torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def generate(self, r: Render) -> list[Any]:
+        with self.lock:
+            out = self.text2image(r.prompt, height=r.height, width=r.width, num_inference_steps=r.steps,
+                                  guidance_scale=r.guidance, num_images_per_prompt=r.n,
+                                  generator=self._generator(r.seed), output_type="pil")
+            return list(out.images)
+
+    def inpaint(self, r: Render, image: Any, mask: Any) -> list[Any]:
+        """`mask` is white where to paint (the diffusers convention)."""
+        from diffusers import AutoPipelineForInpainting
+
+        with self.lock:
+            if self._inpaint is None:
+                self._inpaint = AutoPipelineForInpainting.from_pipe(self.text2image)
+                self._inpaint.set_progress_bar_config(disable=True)
+            out = self._inpaint(r.prompt, image=image, mask_image=mask, height=r.height, width=r.width,
+                                num_inference_steps=r.steps, guidance_scale=r.guidance, strength=1.0,
+                                num_images_per_prompt=r.n, generator=self._generator(r.seed), output_type="pil")
+            return list(out.images)
+
+    def vary(self, r: Render, image: Any, strength: float) -> list[Any]:
+        from diffusers import AutoPipelineForImage2Image
+
+        with self.lock:
+            if self._image2image is None:
+                self._image2image = AutoPipelineForImage2Image.from_pipe(self.text2image)
+                self._image2image.set_progress_bar_config(disable=True)
+            out = self._image2image(r.prompt, image=image, strength=strength, num_inference_steps=r.steps,
+                                    guidance_scale=r.guidance, num_images_per_prompt=r.n,
+                                    generator=self._generator(r.seed), output_type="pil")
+            return list(out.images)
+
+    def close(self) -> None:
+        self.text2image = self._inpaint = self._image2image = None

@@ -1,0 +1,345 @@
+"""Images: generations, edits (OpenAI's mask rule, unmasked pixels returned exactly) and variations, with
+each model family's limits, quality and style mapped to real pipeline settings, and signed URL answers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import io
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inhouse.config import Images as ImageSettings
+from inhouse.config import ModelEntry
+from inhouse.engines.images.pipelines import DiffusionEngine, Render
+from inhouse.engines.registry import ModelRegistry
+from inhouse.errors import InvalidRequest, NotFound, Overloaded
+from inhouse.ids import now, random_token
+from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
+from inhouse.services.models import ModelsService
+from inhouse.storage.base import BlobStore
+
+GEN_SIZES = {
+    "dall-e-2": ("256x256", "512x512", "1024x1024"),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "gpt-image": ("1024x1024", "1536x1024", "1024x1536", "auto"),
+}
+EDIT_SIZES = {
+    "dall-e-2": ("256x256", "512x512", "1024x1024"),
+    "gpt-image": ("256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"),
+}
+PROMPT_MAX = {"dall-e-2": 1000, "dall-e-3": 4000, "gpt-image": 32000}
+STYLE_WORDS = {"vivid": "vivid, dramatic, hyper-real, richly detailed", "natural": "natural, realistic, understated"}
+MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def family(model: str) -> str:
+    if model == "dall-e-3":
+        return "dall-e-3"
+    if model.startswith(("gpt-image", "chatgpt-image")):
+        return "gpt-image"
+    return "dall-e-2"  # dall-e-2 and local pipeline ids follow dall-e-2's rules
+
+
+@dataclass
+class ImageOptions:
+    model: str
+    prompt: str
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    seed: int | None = None  # extension: reproducible images
+
+
+@dataclass(frozen=True)
+class Plan:
+    family: str
+    entry: ModelEntry
+    width: int
+    height: int
+    render: Render
+    revised_prompt: str | None
+    b64: bool
+    output_format: str
+    compression: int
+    quality_label: str | None
+
+
+class ImagesService:
+    def __init__(self, models: ModelsService, engines: ModelRegistry[DiffusionEngine], blobs: BlobStore,
+                 settings: ImageSettings, max_pixels: int, secret: bytes) -> None:
+        self.models = models
+        self.engines = engines
+        self.blobs = blobs
+        self.settings = settings
+        self.max_pixels = max_pixels
+        self.secret = secret
+        self._active = 0
+        self._lock = threading.Lock()
+
+    # -- admission ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Bounded: a full house answers 429 before any upload is read or decoded."""
+        with self._lock:
+            if self._active >= self.settings.max_queued:
+                raise Overloaded("Too many image requests are in progress; retry shortly.", retry_after_s=2.0,
+                                 code="queue_full")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    # -- planning -------------------------------------------------------------------------------------
+    def _entry(self, model: str) -> ModelEntry:
+        entry = self.models.resolve_configured(model, "image")
+        if entry is None:
+            if not any(e.kind == "image" for e in self.models.entries):
+                raise NotFound(
+                    f"The model `{model}` does not exist: no image model is configured. Add one to INHOUSE_MODELS "
+                    'as {"id": "my-sd", "kind": "image", "path": "/path/to/diffusers/pipeline", '
+                    '"aliases": ["dall-e-2", "dall-e-3"]}.', param="model", code="model_not_found")
+            raise NotFound(f"The model `{model}` does not exist or you do not have access to it.", param="model",
+                           code="model_not_found")
+        return entry
+
+    def plan(self, o: ImageOptions, *, sizes: dict[str, tuple[str, ...]], default_size: str,
+             require_prompt: bool = True) -> Plan:
+        fam = family(o.model)
+        entry = self._entry(o.model)
+        if require_prompt and not o.prompt:
+            raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
+        if len(o.prompt) > PROMPT_MAX[fam]:
+            raise InvalidRequest(f"prompt is longer than {PROMPT_MAX[fam]} characters, the limit for {fam}.",
+                                 param="prompt", code="string_above_max_length")
+        n = 1 if o.n is None else o.n
+        if not 1 <= n <= 10:
+            raise InvalidRequest("n must be between 1 and 10.", param="n")
+        if fam == "dall-e-3" and n != 1:
+            raise InvalidRequest("dall-e-3 supports only n=1.", param="n")
+        allowed = sizes.get(fam, sizes["dall-e-2"])
+        size = o.size or default_size
+        if size not in allowed:
+            raise InvalidRequest(f"'{size}' is not one of {list(allowed)} - 'size'", param="size")
+        width, height = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
+        steps, quality_label = self._quality(fam, o.quality)
+        prompt, guidance, revised = o.prompt, self.settings.guidance_vivid, None
+        if o.style is not None:
+            if fam != "dall-e-3":
+                raise InvalidRequest("style is only supported for dall-e-3.", param="style")
+            if o.style not in STYLE_WORDS:
+                raise InvalidRequest(f"'{o.style}' is not one of ['vivid', 'natural'] - 'style'", param="style")
+        if fam == "dall-e-3":
+            style = o.style or "vivid"
+            guidance = self.settings.guidance_vivid if style == "vivid" else self.settings.guidance_natural
+            prompt = f"{o.prompt}, {STYLE_WORDS[style]}"
+            revised = prompt
+        b64, output_format, compression = self._output(fam, o)
+        return Plan(fam, entry, width, height, Render(prompt, *self._native(width, height), steps, guidance, n,
+                                                        o.seed), revised, b64, output_format, compression,
+                    quality_label)
+
+    def _quality(self, fam: str, quality: str | None) -> tuple[int, str | None]:
+        s = self.settings
+        q = quality or "auto"
+        table = {
+            "dall-e-2": {"auto": s.steps_standard, "standard": s.steps_standard},
+            "dall-e-3": {"auto": s.steps_standard, "standard": s.steps_standard, "hd": s.steps_hd},
+            "gpt-image": {"auto": s.steps_standard, "low": s.steps_low, "medium": s.steps_standard,
+                          "high": s.steps_hd},
+        }[fam]
+        if q not in table:
+            raise InvalidRequest(f"'{q}' is not a supported quality for {fam}: {list(table)}.", param="quality")
+        label = None
+        if fam == "gpt-image":
+            label = "medium" if q == "auto" else q
+        return table[q], label
+
+    def _output(self, fam: str, o: ImageOptions) -> tuple[bool, str, int]:
+        if fam == "gpt-image":
+            if o.response_format is not None:
+                raise InvalidRequest("response_format is not supported for GPT image models; they answer b64_json.",
+                                     param="response_format")
+            fmt = o.output_format or "png"
+            if fmt not in MIME:
+                raise InvalidRequest(f"'{fmt}' is not one of ['png', 'jpeg', 'webp'] - 'output_format'",
+                                     param="output_format")
+            comp = 100 if o.output_compression is None else o.output_compression
+            if not 0 <= comp <= 100:
+                raise InvalidRequest("output_compression must be between 0 and 100.", param="output_compression")
+            if o.background not in (None, "auto", "opaque", "transparent"):
+                raise InvalidRequest(f"'{o.background}' is not one of ['transparent', 'opaque', 'auto'] - "
+                                     "'background'", param="background")
+            if o.background == "transparent":
+                raise InvalidRequest("background=transparent is not supported by this image pipeline.",
+                                     param="background")
+            return True, fmt, comp
+        for name in ("output_format", "output_compression", "background"):
+            if getattr(o, name) is not None:
+                raise InvalidRequest(f"{name} is only supported for GPT image models.", param=name)
+        rf = o.response_format or "url"
+        if rf not in ("url", "b64_json"):
+            raise InvalidRequest(f"'{rf}' is not one of ['url', 'b64_json'] - 'response_format'",
+                                 param="response_format")
+        return rf == "b64_json", "png", 100
+
+    def _native(self, width: int, height: int) -> tuple[int, int]:
+        scale = min(1.0, self.settings.max_generate_side / max(width, height))
+        return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
+
+    # -- running --------------------------------------------------------------------------------------
+    async def _engine(self, plan: Plan) -> DiffusionEngine:
+        return await self.engines.get(plan.entry)
+
+    async def _run(self, plan: Plan, fn: Callable[[DiffusionEngine], list[Any]]) -> list[Any]:
+        engine = await self._engine(plan)
+        engine.busy += 1
+        try:
+            return await asyncio.to_thread(fn, engine)
+        finally:
+            engine.busy -= 1
+            engine.last_used = time.monotonic()
+
+    def _fit(self, images: list[Any], plan: Plan) -> list[Any]:
+        from PIL import Image
+
+        return [im if im.size == (plan.width, plan.height)
+                else im.resize((plan.width, plan.height), Image.Resampling.LANCZOS) for im in images]
+
+    async def generate(self, o: ImageOptions) -> tuple[Plan, list[Any]]:
+        default = "auto" if family(o.model) == "gpt-image" else "1024x1024"
+        plan = self.plan(o, sizes=GEN_SIZES, default_size=default)
+        images = await self._run(plan, lambda e: e.generate(plan.render))
+        return plan, self._fit(images, plan)
+
+    def decode_edit_inputs(self, o: ImageOptions, images: list[bytes], mask: bytes | None) -> tuple[Any, Any]:
+        fam = family(o.model)
+        if not images:
+            raise InvalidRequest("Missing required parameter: 'image'.", param="image")
+        formats: tuple[str, ...]
+        if fam == "dall-e-2":
+            if len(images) != 1:
+                raise InvalidRequest("dall-e-2 edits take exactly one image.", param="image")
+            formats, max_bytes, square = ("PNG",), 4 * MB, True
+        else:
+            if len(images) > 16:
+                raise InvalidRequest("At most 16 images may be edited together.", param="image")
+            formats, max_bytes, square = ("PNG", "JPEG", "WEBP"), 50 * MB, False
+        decoded = [decode(b, param="image", formats=formats, max_bytes=max_bytes, max_pixels=self.max_pixels,
+                          square=square) for b in images]
+        first = decoded[0]
+        if mask is not None:
+            m = decode(mask, param="mask", formats=("PNG",), max_bytes=4 * MB, max_pixels=self.max_pixels)
+            if m.size != first.size:
+                raise InvalidRequest(f"The mask ({m.size[0]}x{m.size[1]}) must have the same dimensions as the "
+                                     f"image ({first.size[0]}x{first.size[1]}).", param="mask",
+                                     code="invalid_mask_size")
+            if not has_alpha(m):
+                raise InvalidRequest(f"Invalid mask image - format must be in ['RGBA', 'LA'], got {m.mode}.",
+                                     param="mask", code="invalid_image_format")
+            region = edit_region(m)
+        else:
+            if not has_alpha(first) and first.mode != "L":
+                raise InvalidRequest(f"Invalid input image - format must be in ['RGBA', 'LA', 'L'], got "
+                                     f"{first.mode}.", param="image", code="invalid_image_format")
+            region = edit_region(first)
+        return first, region
+
+    async def edit(self, o: ImageOptions, images: list[bytes], mask: bytes | None) -> tuple[Plan, list[Any]]:
+        import numpy as np
+        from PIL import Image
+
+        fam = family(o.model)
+        if fam == "dall-e-3":
+            raise InvalidRequest("dall-e-3 does not support edits; use dall-e-2 or a GPT image model.",
+                                 param="model")
+        plan = self.plan(o, sizes=EDIT_SIZES, default_size="1024x1024")
+        first, region = await asyncio.to_thread(self.decode_edit_inputs, o, images, mask)
+        size = (plan.width, plan.height)
+        original = first.convert("RGB")
+        if original.size != size:
+            original = original.resize(size, Image.Resampling.LANCZOS)
+        region_img = Image.fromarray((region * 255).astype(np.uint8), mode="L")
+        if region_img.size != size:
+            region_img = region_img.resize(size, Image.Resampling.NEAREST)
+        native = (plan.render.width, plan.render.height)
+        src = original.resize(native, Image.Resampling.LANCZOS) if native != size else original
+        msk = region_img.resize(native, Image.Resampling.NEAREST) if native != size else region_img
+        painted = self._fit(await self._run(plan, lambda e: e.inpaint(plan.render, src, msk)), plan)
+        # Paste the original back: outside the edited area every pixel comes back exactly as it was.
+        keep = np.asarray(region_img) == 0
+        base = np.asarray(original)
+        out = []
+        for im in painted:
+            arr = np.asarray(im.convert("RGB")).copy()
+            arr[keep] = base[keep]
+            out.append(Image.fromarray(arr, mode="RGB"))
+        return plan, out
+
+    async def variation(self, o: ImageOptions, image: bytes) -> tuple[Plan, list[Any]]:
+        from PIL import Image
+
+        if family(o.model) != "dall-e-2":
+            raise InvalidRequest("Variations are only supported for dall-e-2.", param="model")
+        plan = self.plan(o, sizes=GEN_SIZES, default_size="1024x1024", require_prompt=False)
+        img = await asyncio.to_thread(decode, image, param="image", formats=("PNG",), max_bytes=4 * MB,
+                                      max_pixels=self.max_pixels, square=True)
+        src = img.convert("RGB").resize((plan.render.width, plan.render.height), Image.Resampling.LANCZOS)
+        strength = self.settings.variation_strength
+        return plan, self._fit(await self._run(plan, lambda e: e.vary(plan.render, src, strength)), plan)
+
+    # -- answers --------------------------------------------------------------------------------------
+    @staticmethod
+    def encode(img: Any, fmt: str, compression: int) -> bytes:
+        buf = io.BytesIO()
+        if fmt == "png":
+            img.save(buf, format="PNG")
+        else:
+            img.convert("RGB").save(buf, format=fmt.upper(), quality=max(1, compression))
+        return buf.getvalue()
+
+    def sign(self, name: str, expires: int) -> str:
+        return hmac.new(self.secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    async def store(self, data: bytes, fmt: str, base_url: str) -> str:
+        """Keep the image and answer an unguessable URL that needs no key and stops working after the TTL."""
+        name = f"img_{random_token(32)}"
+        writer = self.blobs.writer(f"images/{name}")
+        await writer.write(data)
+        await writer.commit()
+        expires = now() + self.settings.url_ttl_seconds
+        origin = (self.settings.external_base_url or base_url).rstrip("/")
+        return f"{origin}/v1/images/files/{name}.{fmt}?expires={expires}&sig={self.sign(name, expires)}"
+
+    def check_signature(self, name: str, expires: int, sig: str) -> bool:
+        return hmac.compare_digest(self.sign(name, expires), sig) and expires > now()
+
+
+def load_secret(path: Path) -> bytes:
+    """A per-installation key for signing URLs, made once (0600) in the data directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
