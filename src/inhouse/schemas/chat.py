@@ -13,11 +13,11 @@ class StreamOptions(Request):
     include_usage: StrictBool | None = None
 
 
-class CreateChatCompletionRequest(Request):
+class _Sampling(Request):
+    """What chat and legacy completions share."""
+
     model: StrictStr
-    messages: list[dict[str, Any]] = Field(min_length=1)
     max_tokens: StrictInt | None = None
-    max_completion_tokens: StrictInt | None = None
     temperature: float | None = None
     top_p: float | None = None
     n: StrictInt | None = None
@@ -25,22 +25,17 @@ class CreateChatCompletionRequest(Request):
     seed: StrictInt | None = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    logprobs: StrictBool | None = None
     user: StrictStr | None = None
 
 
-class CreateCompletionRequest(Request):
-    model: StrictStr
+class CreateChatCompletionRequest(_Sampling):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool | None = None
+
+
+class CreateCompletionRequest(_Sampling):
     prompt: StrictStr | list[StrictStr]
-    max_tokens: StrictInt | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: StrictInt | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
-    stream: StrictBool | None = None
-    stream_options: StreamOptions | None = None
     echo: StrictBool | None = None
     suffix: StrictStr | None = None
     logprobs: StrictInt | None = None
-    user: StrictStr | None = None
