@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
@@ -13,6 +15,7 @@ from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.schemas.embeddings import CreateEmbeddingRequest
 
 router = APIRouter(tags=["embeddings"])
+_INLINE_ROWS = 32
 
 
 @router.post("/embeddings")
@@ -20,15 +23,21 @@ async def create_embedding(body: CreateEmbeddingRequest, project: ProjectDep, se
     result = await services.embeddings.create(
         model=body.model, input=body.input, encoding_format=body.encoding_format, dimensions=body.dimensions
     )
-    little_endian = result.vectors.astype("<f4", copy=False)
-    if body.encoding_format == "base64":
-        items = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode("ascii") for row in little_endian]
-    else:
-        items = little_endian.tolist()
-    payload = {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
-        "model": result.model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    }
-    return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+    def render() -> str:
+        little_endian = result.vectors.astype("<f4", copy=False)
+        if body.encoding_format == "base64":
+            items: list[Any] = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode("ascii")
+                                for row in little_endian]
+        else:
+            items = little_endian.tolist()
+        payload = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+            "model": result.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+        return json.dumps(payload, separators=(",", ":"))
+
+    # Thousands of float vectors take a while to print: off the loop; a few are cheaper inline.
+    text = render() if len(result.vectors) <= _INLINE_ROWS else await asyncio.to_thread(render)
+    return Response(text, media_type="application/json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,7 +25,8 @@ async def _answer(plan: Plan, images: list[Any], request: Request, services: Any
     svc = services.images
     data = []
     for img in images:
-        encoded = svc.encode(img, plan.output_format, plan.compression)
+        # PNG/JPEG encoding of a large image takes tens of milliseconds: off the event loop.
+        encoded = await asyncio.to_thread(svc.encode, img, plan.output_format, plan.compression)
         item: dict[str, Any] = {"b64_json": b64(encoded)} if plan.b64 else {
             "url": await svc.store(encoded, plan.output_format, str(request.base_url))}
         if plan.revised_prompt is not None:

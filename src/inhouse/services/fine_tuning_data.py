@@ -3,6 +3,7 @@ formats, with OpenAI's error codes and a message naming the example."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -142,35 +143,51 @@ async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str
                            f"The job failed due to an invalid {label}. {why}", param)
 
     examples: list[dict[str, Any]] = []
-    kind: str | None = None
-    n = 0
+    state: dict[str, Any] = {"kind": None, "n": 0}
+
+    def check_batch(batch: list[bytes]) -> None:
+        """JSON parsing and checks, run on a worker thread a batch at a time: a big file must not stall
+        the event loop the embedded server shares with the worker."""
+        for raw in batch:
+            if not raw.strip():
+                continue
+            state["n"] += 1
+            n = state["n"]
+            if len(raw) > max_line:
+                raise bad(f"Invalid file format. Example {n} is longer than {max_line} bytes.")
+            try:
+                ex = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise bad(f"Invalid file format. Example {n} cannot be parsed. Error: {str(exc)[:120]}") from None
+            if not isinstance(ex, dict):
+                raise bad(f"Invalid file format. Example {n} is not a JSON object.")
+            this = kind_of(ex)
+            kind = state["kind"] = state["kind"] or this
+            if this != kind:
+                raise bad(f"Invalid file format. Example {n} is in the {this} format, but the file starts in the "
+                          f"{kind} format.")
+            try:
+                if kind == "preference":
+                    examples.append(check_preference(ex, n))
+                elif kind == "completion":
+                    examples.append(check_completion(ex, n))
+                else:
+                    examples.append(check_chat(ex, n))
+            except ValueError as exc:
+                message = str(exc)
+                raise bad(message if message.startswith("Invalid") else f"Invalid file format. {message}") from None
+
+    batch: list[bytes] = []
+    size = 0
     async for raw in lines(chunks, max_line):
-        if not raw.strip():
-            continue
-        n += 1
-        if len(raw) > max_line:
-            raise bad(f"Invalid file format. Example {n} is longer than {max_line} bytes.")
-        try:
-            ex = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise bad(f"Invalid file format. Example {n} cannot be parsed. Error: {str(exc)[:120]}") from None
-        if not isinstance(ex, dict):
-            raise bad(f"Invalid file format. Example {n} is not a JSON object.")
-        this = kind_of(ex)
-        kind = kind or this
-        if this != kind:
-            raise bad(f"Invalid file format. Example {n} is in the {this} format, but the file starts in the "
-                      f"{kind} format.")
-        try:
-            if kind == "preference":
-                examples.append(check_preference(ex, n))
-            elif kind == "completion":
-                examples.append(check_completion(ex, n))
-            else:
-                examples.append(check_chat(ex, n))
-        except ValueError as exc:
-            message = str(exc)
-            raise bad(message if message.startswith("Invalid") else f"Invalid file format. {message}") from None
+        batch.append(raw)
+        size += len(raw)
+        if len(batch) >= 2000 or size >= 8 * 1024 * 1024:
+            await asyncio.to_thread(check_batch, batch)
+            batch, size = [], 0
+    if batch:
+        await asyncio.to_thread(check_batch, batch)
+    kind = state["kind"]
     if method == "dpo" and kind not in (None, "preference"):
         raise bad("Invalid file format. DPO needs the preference format: 'input', 'preferred_output' and "
                   "'non_preferred_output'.")

@@ -225,8 +225,7 @@ class ImagesService:
     async def generate(self, o: ImageOptions) -> tuple[Plan, list[Any]]:
         default = "auto" if family(o.model) == "gpt-image" else "1024x1024"
         plan = self.plan(o, sizes=GEN_SIZES, default_size=default)
-        images = await self._run(plan, lambda e: e.generate(plan.render))
-        return plan, self._fit(images, plan)
+        return plan, await self._run(plan, lambda e: self._fit(e.generate(plan.render), plan))
 
     def decode_edit_inputs(self, o: ImageOptions, images: list[bytes], mask: bytes | None) -> tuple[Any, Any]:
         fam = family(o.model)
@@ -272,25 +271,30 @@ class ImagesService:
         plan = self.plan(o, sizes=EDIT_SIZES, default_size="1024x1024")
         first, region = await asyncio.to_thread(self.decode_edit_inputs, o, images, mask)
         size = (plan.width, plan.height)
-        original = first.convert("RGB")
-        if original.size != size:
-            original = original.resize(size, Image.Resampling.LANCZOS)
-        region_img = Image.fromarray((region * 255).astype(np.uint8), mode="L")
-        if region_img.size != size:
-            region_img = region_img.resize(size, Image.Resampling.NEAREST)
         native = (plan.render.width, plan.render.height)
-        src = original.resize(native, Image.Resampling.LANCZOS) if native != size else original
-        msk = region_img.resize(native, Image.Resampling.NEAREST) if native != size else region_img
-        painted = self._fit(await self._run(plan, lambda e: e.inpaint(plan.render, src, msk)), plan)
-        # Paste the original back: outside the edited area every pixel comes back exactly as it was.
-        keep = np.asarray(region_img) == 0
-        base = np.asarray(original)
-        out = []
-        for im in painted:
-            arr = np.asarray(im.convert("RGB")).copy()
-            arr[keep] = base[keep]
-            out.append(Image.fromarray(arr, mode="RGB"))
-        return plan, out
+
+        def paint(engine: DiffusionEngine) -> list[Any]:
+            # All pixel work runs here, on the worker thread, never on the event loop.
+            original = first.convert("RGB")
+            if original.size != size:
+                original = original.resize(size, Image.Resampling.LANCZOS)
+            region_img = Image.fromarray((region * 255).astype(np.uint8), mode="L")
+            if region_img.size != size:
+                region_img = region_img.resize(size, Image.Resampling.NEAREST)
+            src = original.resize(native, Image.Resampling.LANCZOS) if native != size else original
+            msk = region_img.resize(native, Image.Resampling.NEAREST) if native != size else region_img
+            painted = self._fit(engine.inpaint(plan.render, src, msk), plan)
+            # Paste the original back: outside the edited area every pixel comes back exactly as it was.
+            keep = np.asarray(region_img) == 0
+            base = np.asarray(original)
+            out = []
+            for im in painted:
+                arr = np.asarray(im.convert("RGB")).copy()
+                arr[keep] = base[keep]
+                out.append(Image.fromarray(arr, mode="RGB"))
+            return out
+
+        return plan, await self._run(plan, paint)
 
     async def variation(self, o: ImageOptions, image: bytes) -> tuple[Plan, list[Any]]:
         from PIL import Image
@@ -300,9 +304,13 @@ class ImagesService:
         plan = self.plan(o, sizes=GEN_SIZES, default_size="1024x1024", require_prompt=False)
         img = await asyncio.to_thread(decode, image, param="image", formats=("PNG",), max_bytes=4 * MB,
                                       max_pixels=self.max_pixels, square=True)
-        src = img.convert("RGB").resize((plan.render.width, plan.render.height), Image.Resampling.LANCZOS)
         strength = self.settings.variation_strength
-        return plan, self._fit(await self._run(plan, lambda e: e.vary(plan.render, src, strength)), plan)
+
+        def vary(engine: DiffusionEngine) -> list[Any]:
+            src = img.convert("RGB").resize((plan.render.width, plan.render.height), Image.Resampling.LANCZOS)
+            return self._fit(engine.vary(plan.render, src, strength), plan)
+
+        return plan, await self._run(plan, vary)
 
     # -- answers --------------------------------------------------------------------------------------
     @staticmethod
