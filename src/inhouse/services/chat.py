@@ -16,7 +16,8 @@ from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
 from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
 from inhouse.engines.registry import ModelRegistry
-from inhouse.errors import InvalidRequest, Overloaded
+from inhouse.errors import InvalidRequest
+from inhouse.services.admission import Admission
 from inhouse.services.models import ModelsService, model_not_found
 from inhouse.storage.base import BlobStore, MetadataStore
 
@@ -74,8 +75,8 @@ class ChatService:
         self.engines = engines
         self.full_engines = full_engines
         self.settings = settings
-        self._waiting = 0
-        self._lock = threading.Lock()
+        self.admit = Admission(lambda: self.settings.max_queued_generations,
+                               "Too many generation requests are waiting; retry shortly.", 2.0)
         self._full: dict[str, bool] = {}
         self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
 
@@ -134,19 +135,6 @@ class ChatService:
         if len(stops) > 4 or any(not s for s in stops):
             raise InvalidRequest("stop takes at most 4 non-empty strings.", param="stop")
         return SamplingParams(min(max_tokens or default_max, cap), t, p, tuple(stops), seed), count
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        with self._lock:
-            if self._waiting >= self.settings.max_queued_generations:
-                raise Overloaded("Too many generation requests are waiting; retry shortly.", retry_after_s=2.0,
-                                 code="queue_full")
-            self._waiting += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._waiting -= 1
 
     def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
         if target.adapter_key is None:

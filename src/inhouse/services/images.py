@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import io
 import os
 import secrets
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ from inhouse.config import Images as ImageSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.images.pipelines import DiffusionEngine, Render
 from inhouse.engines.registry import ModelRegistry
-from inhouse.errors import InvalidRequest, NotFound, Overloaded
+from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import now, random_token
+from inhouse.services.admission import Admission
 from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
 from inhouse.services.models import ModelsService
 from inhouse.storage.base import BlobStore
@@ -88,23 +87,9 @@ class ImagesService:
         self.settings = settings
         self.max_pixels = max_pixels
         self.secret = secret
-        self._active = 0
-        self._lock = threading.Lock()
-
-    # -- admission ------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Bounded: a full house answers 429 before any upload is read or decoded."""
-        with self._lock:
-            if self._active >= self.settings.max_queued:
-                raise Overloaded("Too many image requests are in progress; retry shortly.", retry_after_s=2.0,
-                                 code="queue_full")
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
+        # Bounded: a full house answers 429 before any upload is read or decoded.
+        self.admit = Admission(lambda: self.settings.max_queued,
+                               "Too many image requests are in progress; retry shortly.", 2.0)
 
     # -- planning -------------------------------------------------------------------------------------
     def _entry(self, model: str) -> ModelEntry:
