@@ -252,3 +252,15 @@ def test_no_image_model_says_how_to_configure(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         client.images.generate(prompt="a red circle")
     assert "INHOUSE_MODELS" in exc.value.message
+
+
+def test_signed_urls_need_no_key_when_keys_are_required(sd_server: ServerHandle) -> None:
+    import asyncio
+
+    token = asyncio.run(sd_server.services.keys.create("artists")).token
+    sd_server.services.keys._required_cache = None
+    keyed = make_client(sd_server.base_url, api_key=token)
+    url = keyed.images.generate(prompt="a star", size="256x256").data[0].url
+    assert url is not None
+    assert httpx2.get(url).status_code == 200  # the signature is the credential
+    assert httpx2.post(f"{sd_server.base_url}/images/generations", json={"prompt": "x"}).status_code == 401
