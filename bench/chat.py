@@ -47,6 +47,7 @@ def main() -> None:
             raw.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - t))
         del model
         server = ServeProcess(data).start()
+        server.settle()
         api = []
         try:
             client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600)

@@ -131,6 +131,7 @@ def main() -> None:
         raw = raw_engine(corpus, options, args.batch)
         server = ServeProcess(data, env={"INHOUSE_EMBEDDINGS__BACKEND": args.backend,
                                          "INHOUSE_EMBEDDINGS__THREADS": str(args.server_threads)}).start()
+        server.settle()
         assert server.proc is not None
         try:
             results = {}

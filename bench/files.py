@@ -50,6 +50,7 @@ def main() -> None:
             for _ in range(args.mb):
                 fh.write(block)
         server = ServeProcess(work / "data").start()
+        server.settle()
         assert server.proc is not None
         pid = server.proc.pid
         client = openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0, timeout=600)

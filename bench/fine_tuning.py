@@ -81,11 +81,12 @@ def main() -> None:
         bare_tps, steps = bare_loop(path, examples, args.batch, lr)
 
         server = ServeProcess(data, env={"INHOUSE_FINE_TUNING__POLL_SECONDS": "0.1"}).start()
+
+        server.settle()
         try:
             client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600)
             f = client.files.create(file=("bench.jsonl", "\n".join(json.dumps(e) for e in examples).encode()),
                                     purpose="fine-tune")
-            time.sleep(5)  # let the worker finish its start-up imports, as a long-running server would have
             t0 = time.perf_counter()
             job = client.fine_tuning.jobs.create(
                 model=entry.id, training_file=f.id, seed=0,

@@ -71,6 +71,7 @@ def main() -> None:
                                               "aliases": ["dall-e-2"]}]),
                "INHOUSE_IMAGES__STEPS_STANDARD": str(args.steps), "INHOUSE_IMAGES__MAX_GENERATE_SIDE": "1024"}
         server = ServeProcess(Path(tmp) / "data", env=env).start()
+        server.settle()
         try:
             client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600)
 

@@ -44,6 +44,25 @@ class ServeProcess:
             time.sleep(0.05)
         raise RuntimeError("server did not become ready")
 
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the process is idle (start-up work such as the worker's import warm-up is done),
+        so a benchmark does not time the server's own boot."""
+        assert self.proc is not None
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()  # type: ignore[union-attr]
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        deadline = time.monotonic() + timeout
+        last = cpu()
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = cpu()
+            if now - last < 0.05:
+                return
+            last = now
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -35,23 +35,28 @@ class ModelsService:
         self.entries = entries
         self.clock = clock
         self._started = clock()
+        self._created_at: dict[str, int] = {}
+        self._names: dict[str, tuple[ModelEntry, str]] | None = None
 
     def _created(self, entry: ModelEntry) -> int:
-        path = locate_model(entry.path)
-        if path is None:
-            return self._started
-        try:
-            return int(os.stat(path).st_mtime)
-        except OSError:
-            return self._started
+        """When the weights were installed (their directory's mtime); found once per process."""
+        if entry.id not in self._created_at:
+            path = locate_model(entry.path)
+            try:
+                self._created_at[entry.id] = int(os.stat(path).st_mtime) if path else self._started
+            except OSError:
+                self._created_at[entry.id] = self._started
+        return self._created_at[entry.id]
 
     def configured(self) -> dict[str, tuple[ModelEntry, str]]:
-        """Every name a configured model answers to → (entry, name)."""
-        names: dict[str, tuple[ModelEntry, str]] = {}
-        for entry in self.entries:
-            for name in (entry.id, *entry.aliases):
-                names.setdefault(name, (entry, name))
-        return names
+        """Every name a configured model answers to → (entry, name); built once, looked up per request."""
+        if self._names is None:
+            names: dict[str, tuple[ModelEntry, str]] = {}
+            for entry in self.entries:
+                for name in (entry.id, *entry.aliases):
+                    names.setdefault(name, (entry, name))
+            self._names = names
+        return self._names
 
     def resolve_configured(self, name: str, kind: str) -> ModelEntry | None:
         hit = self.configured().get(name)
