@@ -264,3 +264,19 @@ def test_signed_urls_need_no_key_when_keys_are_required(sd_server: ServerHandle)
     assert url is not None
     assert httpx2.get(url).status_code == 200  # the signature is the credential
     assert httpx2.post(f"{sd_server.base_url}/images/generations", json={"prompt": "x"}).status_code == 401
+
+
+def test_inpainting_checkpoint_serves_all_three(settings_factory: Any, tmp_path: Path) -> None:
+    path = build_tiny_sd(tmp_path / "tiny-sd-inpaint", inpainting=True)
+    with start_server(sd_settings(settings_factory, path)) as server:
+        client = make_client(server.base_url)
+        gen = client.images.generate(prompt="a red circle", size="256x256", response_format="b64_json")
+        assert decode(gen.data[0].b64_json).size == (256, 256)
+        source = png(hole=(0, 0, 64, 64))
+        edit = client.images.edit(image=("in.png", source), prompt="x", size="256x256", response_format="b64_json")
+        out = np.asarray(decode(edit.data[0].b64_json).convert("RGB"))
+        original = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
+        assert np.array_equal(out[64:, :], original[64:, :]) and np.array_equal(out[:, 64:], original[:, 64:])
+        var = client.images.create_variation(image=("v.png", png(mode="RGB")), size="256x256",
+                                             response_format="b64_json")
+        assert decode(var.data[0].b64_json).size == (256, 256)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -25,15 +26,24 @@ class Render:
 class DiffusionEngine:
     def __init__(self, path: Path, threads: int) -> None:
         import torch
-        from diffusers import AutoPipelineForText2Image
+        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
-        # safetensors only: a pipeline directory with pickled weights is refused.
-        self.text2image: Any = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-            str(path), use_safetensors=True, dtype=torch.float32)
-        self.text2image.set_progress_bar_config(disable=True)
         self._inpaint: Any = None
         self._image2image: Any = None
+        self.text2image: Any = None
+        # An inpainting checkpoint (its UNet also reads the mask and the masked image) cannot run the
+        # text-to-image pipeline; it generates by painting a fully masked canvas instead.
+        self.inpainting_only = "Inpaint" in json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+        # safetensors only: a pipeline directory with pickled weights is refused.
+        if self.inpainting_only:
+            self._inpaint = AutoPipelineForInpainting.from_pretrained(  # type: ignore[no-untyped-call]
+                str(path), use_safetensors=True, dtype=torch.float32)
+            self._inpaint.set_progress_bar_config(disable=True)
+        else:
+            self.text2image = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+                str(path), use_safetensors=True, dtype=torch.float32)
+            self.text2image.set_progress_bar_config(disable=True)
         self.lock = threading.Lock()
         self.busy = 0
         self.last_used = time.monotonic()
@@ -47,13 +57,18 @@ class DiffusionEngine:
         return torch.Generator().manual_seed(seed) if seed is not None else None
 
     def generate(self, r: Render) -> list[Any]:
+        if self.inpainting_only:
+            from PIL import Image
+
+            canvas = Image.new("RGB", (r.width, r.height), (127, 127, 127))
+            return self.inpaint(r, canvas, Image.new("L", (r.width, r.height), 255))
         with self.lock:
             out = self.text2image(r.prompt, height=r.height, width=r.width, num_inference_steps=r.steps,
                                   guidance_scale=r.guidance, num_images_per_prompt=r.n,
                                   generator=self._generator(r.seed), output_type="pil")
             return list(out.images)
 
-    def inpaint(self, r: Render, image: Any, mask: Any) -> list[Any]:
+    def inpaint(self, r: Render, image: Any, mask: Any, strength: float = 1.0) -> list[Any]:
         """`mask` is white where to paint (the diffusers convention)."""
         from diffusers import AutoPipelineForInpainting
 
@@ -62,12 +77,17 @@ class DiffusionEngine:
                 self._inpaint = AutoPipelineForInpainting.from_pipe(self.text2image)
                 self._inpaint.set_progress_bar_config(disable=True)
             out = self._inpaint(r.prompt, image=image, mask_image=mask, height=r.height, width=r.width,
-                                num_inference_steps=r.steps, guidance_scale=r.guidance, strength=1.0,
+                                num_inference_steps=r.steps, guidance_scale=r.guidance, strength=strength,
                                 num_images_per_prompt=r.n, generator=self._generator(r.seed), output_type="pil")
             return list(out.images)
 
     def vary(self, r: Render, image: Any, strength: float) -> list[Any]:
         from diffusers import AutoPipelineForImage2Image
+
+        if self.inpainting_only:  # image-to-image as a partial repaint of the whole picture
+            from PIL import Image
+
+            return self.inpaint(r, image, Image.new("L", image.size, 255), strength)
 
         with self.lock:
             if self._image2image is None:
