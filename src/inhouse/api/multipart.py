@@ -21,7 +21,6 @@ class Sink(Protocol):
 @dataclass
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
-    files: list[tuple[str, str | None]] = field(default_factory=list)
 
     def get(self, name: str) -> str | None:
         values = self.fields.get(name)
@@ -115,7 +114,6 @@ async def read_form(
                     if sink is None:
                         raise InvalidRequest(f"Unexpected file field '{name}'.", param=name)
                     opened.append(sink)
-                    form.files.append((name, filename))
                     text = None
                 else:
                     sink, text = None, bytearray()

@@ -11,7 +11,7 @@ from typing import Generic, Protocol, TypeVar
 from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import EncoderSpec
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions, load_encoder
-from inhouse.engines.locate import locate_model
+from inhouse.engines.locate import require_model
 from inhouse.errors import EngineFailure
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,6 @@ class ModelRegistry(Generic[E]):
 
 def embedding_registry(options: EmbeddingOptions, idle_unload_s: float) -> ModelRegistry[EmbeddingEngine]:
     def load(entry: ModelEntry) -> EmbeddingEngine:
-        path = locate_model(entry.path)
-        if path is None:
-            raise EngineFailure(
-                f"The model `{entry.id}` is configured at {entry.path!r}, but no weights were found there.",
-                code="model_not_installed",
-            )
-        return EmbeddingEngine(load_encoder(EncoderSpec.read(path), options), options)
+        return EmbeddingEngine(load_encoder(EncoderSpec.read(require_model(entry)), options), options)
 
     return ModelRegistry("embedding", load, idle_unload_s)

@@ -19,7 +19,7 @@ from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InvalidRequest
 from inhouse.services.admission import Admission
 from inhouse.services.models import ModelsService, model_not_found
-from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.base import BlobStore, MetadataStore, read_all
 
 T = TypeVar("T")
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -81,7 +81,7 @@ class ChatService:
         self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
 
     async def read_blob(self, key: str) -> bytes:
-        return b"".join([c async for c in self.blobs.read(key)])
+        return await read_all(self.blobs, key)
 
     async def _is_full(self, key: str) -> bool:
         if key not in self._full:

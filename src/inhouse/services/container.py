@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from inhouse.config import ModelEntry, Settings
 from inhouse.engines.causal.generation import CausalEngine
 from inhouse.engines.causal.loading import model_dir
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
 from inhouse.engines.images.pipelines import DiffusionEngine
-from inhouse.engines.locate import locate_model
+from inhouse.engines.locate import require_model
 from inhouse.engines.registry import ModelRegistry, embedding_registry
-from inhouse.errors import EngineFailure
 from inhouse.services.chat import ChatService
 from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
@@ -46,7 +44,6 @@ class Services:
     fine_tuning: FineTuningService
     jobs: JobRunner
     images: ImagesService
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Services:
@@ -82,12 +79,9 @@ class Services:
 
         full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds)
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
+
         def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
-            path = locate_model(entry.path)
-            if path is None:
-                raise EngineFailure(f"The model `{entry.id}` is configured at {entry.path!r}, but nothing is there.",
-                                    code="model_not_installed")
-            return DiffusionEngine(path, ft.threads)
+            return DiffusionEngine(require_model(entry), ft.threads)
 
         images = ImagesService(models, ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds),
                                blobs, settings.images, settings.limits.max_image_pixels,

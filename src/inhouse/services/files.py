@@ -95,13 +95,7 @@ class FileIntake:
 
     async def finish(self, filename: str | None, purpose: str | None, expires_after: ExpiresAfter | None) -> FileRecord:
         """Check, commit the bytes, then insert the row (so a listed file always has its content)."""
-        rec = await self.finish_unrecorded(filename, purpose, expires_after)
-        try:
-            await self._service.meta.insert_file(rec)
-        except BaseException:
-            await self._service.blobs.delete(file_blob_key(rec.id))
-            raise
-        return rec
+        return await self._service.insert(await self.finish_unrecorded(filename, purpose, expires_after))
 
     async def finish_unrecorded(
         self, filename: str | None, purpose: str | None, expires_after: ExpiresAfter | None
@@ -193,11 +187,14 @@ class FilesService:
         writer = self.blobs.writer(file_blob_key(file_id))
         await writer.write(data)
         size, sha256 = await writer.commit()
-        rec = self.build_record(file_id, project_id, size, sha256, filename, purpose, None)
+        return await self.insert(self.build_record(file_id, project_id, size, sha256, filename, purpose, None))
+
+    async def insert(self, rec: FileRecord) -> FileRecord:
+        """The row for bytes already committed; if it cannot be written, the bytes go too (no orphan)."""
         try:
             await self.meta.insert_file(rec)
         except BaseException:
-            await self.blobs.delete(file_blob_key(file_id))
+            await self.blobs.delete(file_blob_key(rec.id))
             raise
         return rec
 

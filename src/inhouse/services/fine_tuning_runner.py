@@ -26,7 +26,7 @@ from inhouse.services.files import FilesService, file_blob_key
 from inhouse.services.fine_tuning import event, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
 from inhouse.services.models import ModelsService
-from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.base import BlobStore, MetadataStore, read_all
 from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningJobRecord, ModelRecord
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,6 @@ class JobRunner:
         self.owner = f"worker-{secrets.token_hex(6)}"
 
     # -- helpers ------------------------------------------------------------------------------------------
-    async def _read(self, key: str) -> bytes:
-        return b"".join([c async for c in self.blobs.read(key)])
-
     async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int) -> Dataset:
         f = await self.meta.get_file(job.project_id, file_id, self.clock())
         if f is None:
@@ -144,7 +141,7 @@ class JobRunner:
         if not page.items:
             return None
         newest = page.items[0]
-        return Resume(await self._read(newest.artifact_key), newest.epoch, newest.step_number)
+        return Resume(await read_all(self.blobs, newest.artifact_key), newest.epoch, newest.step_number)
 
     # -- training thread ----------------------------------------------------------------------------------
     def _call(self, run: _Run, coro: Any) -> Any:
@@ -162,7 +159,7 @@ class JobRunner:
             from inhouse.engines.causal.adapters import attach_adapter, is_full, load_full
 
             parent = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
-            weights = self._call(run, self._read(parent.artifact_key))
+            weights = self._call(run, read_all(self.blobs, parent.artifact_key))
             if is_full(weights):
                 load_full(model, weights)
             else:

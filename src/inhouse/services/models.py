@@ -11,7 +11,6 @@ from inhouse.engines.locate import locate_model
 from inhouse.errors import NotFound, PermissionDenied
 from inhouse.ids import now
 from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import ModelRecord
 
 SYSTEM_OWNER = "system"
 
@@ -77,9 +76,6 @@ class ModelsService:
         if rec is None:
             raise model_not_found(model, param="model")
         return ModelInfo(rec.id, rec.created, rec.owned_by)
-
-    async def get_created(self, project_id: str, model: str) -> ModelRecord | None:
-        return await self.meta.get_model(project_id, model)
 
     async def delete(self, project_id: str, model: str) -> str:
         if model in self.configured():

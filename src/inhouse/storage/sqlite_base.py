@@ -28,10 +28,6 @@ class SqliteBase:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """For the CLI, which has no event loop."""
-        return self._executor.submit(fn, *args).result()
-
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from inhouse.config import ModelEntry
-from inhouse.engines.locate import locate_model
-from inhouse.errors import EngineFailure
+from inhouse.engines.locate import require_model
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +50,7 @@ def convert_gguf(source_dir: Path, gguf_file: str, target: Path) -> None:
 
 
 def model_dir(entry: ModelEntry, models_dir: Path) -> Path:
-    source = locate_model(entry.path)
-    if source is None:
-        raise EngineFailure(f"The model `{entry.id}` is configured at {entry.path!r}, but nothing is there.",
-                            code="model_not_installed")
+    source = require_model(entry)
     if entry.gguf_file is None:
         return source
     target = models_dir / entry.id
