@@ -1,0 +1,1 @@
+"""Inhouse's own small text-to-image model: procedural scenes, training, detectors and evaluation."""
