@@ -38,7 +38,7 @@ test-fast: install-test
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 lint: install-test
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
 	$(VENV)/bin/mypy
 
 bench: install-test

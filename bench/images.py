@@ -9,10 +9,8 @@ import argparse
 import io
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -20,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
 import torch
+from bench.default_image_model import timed
 from PIL import Image
 from tests.e2e.serve import ServeProcess
 from tests.engines.tiny_sd import build_tiny_sd
@@ -55,15 +54,6 @@ def main() -> None:
         def raw_edit() -> None:
             inpaint("a red circle", image=image, mask_image=mask, height=args.size, width=args.size, strength=1.0,
                     num_inference_steps=args.steps, guidance_scale=9.0, generator=torch.Generator().manual_seed(1))
-
-        def timed(fn: object, rounds: int) -> float:
-            fn()  # type: ignore[operator]
-            times = []
-            for _ in range(rounds):
-                t = time.perf_counter()
-                fn()  # type: ignore[operator]
-                times.append(time.perf_counter() - t)
-            return statistics.median(times)
 
         raw = {"generation": timed(raw_gen, args.rounds), "edit": timed(raw_edit, args.rounds)}
         pipe = inpaint = None  # free the memory before the server loads its own copy

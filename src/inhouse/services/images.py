@@ -123,8 +123,9 @@ class ImagesService:
         if size not in allowed:
             raise InvalidRequest(f"'{size}' is not one of {list(allowed)} - 'size'", param="size")
         width, height = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
-        steps, quality_label = self._quality(fam, o.quality)
-        prompt, guidance, revised = o.prompt, self.settings.guidance_vivid, None
+        steps, quality_label = self._quality(fam, o.quality, entry.steps)
+        vivid = entry.guidance or self.settings.guidance_vivid
+        prompt, guidance, revised = o.prompt, vivid, None
         if o.style is not None:
             if fam != "dall-e-3":
                 raise InvalidRequest("style is only supported for dall-e-3.", param="style")
@@ -132,22 +133,24 @@ class ImagesService:
                 raise InvalidRequest(f"'{o.style}' is not one of ['vivid', 'natural'] - 'style'", param="style")
         if fam == "dall-e-3":
             style = o.style or "vivid"
-            guidance = self.settings.guidance_vivid if style == "vivid" else self.settings.guidance_natural
+            natural = vivid * self.settings.guidance_natural / self.settings.guidance_vivid
+            guidance = vivid if style == "vivid" else natural
             prompt = f"{o.prompt}, {STYLE_WORDS[style]}"
             revised = prompt
         b64, output_format, compression = self._output(fam, o)
-        return Plan(fam, entry, width, height, Render(prompt, *self._native(width, height), steps, guidance, n,
-                                                        o.seed), revised, b64, output_format, compression,
-                    quality_label)
+        render = Render(prompt, *self._native(width, height, entry.max_side), steps, guidance, n, o.seed)
+        return Plan(fam, entry, width, height, render, revised, b64, output_format, compression, quality_label)
 
-    def _quality(self, fam: str, quality: str | None) -> tuple[int, str | None]:
+    def _quality(self, fam: str, quality: str | None, model_steps: int | None) -> tuple[int, str | None]:
         s = self.settings
         q = quality or "auto"
+        # A model's own step count (one trained for few steps) replaces standard; hd/high double it, low halves it.
+        std, hd, low = ((model_steps, 2 * model_steps, max(1, model_steps // 2)) if model_steps
+                        else (s.steps_standard, s.steps_hd, s.steps_low))
         table = {
-            "dall-e-2": {"auto": s.steps_standard, "standard": s.steps_standard},
-            "dall-e-3": {"auto": s.steps_standard, "standard": s.steps_standard, "hd": s.steps_hd},
-            "gpt-image": {"auto": s.steps_standard, "low": s.steps_low, "medium": s.steps_standard,
-                          "high": s.steps_hd},
+            "dall-e-2": {"auto": std, "standard": std},
+            "dall-e-3": {"auto": std, "standard": std, "hd": hd},
+            "gpt-image": {"auto": std, "low": low, "medium": std, "high": hd},
         }[fam]
         if q not in table:
             raise InvalidRequest(f"'{q}' is not a supported quality for {fam}: {list(table)}.", param="quality")
@@ -184,8 +187,8 @@ class ImagesService:
                                  param="response_format")
         return rf == "b64_json", "png", 100
 
-    def _native(self, width: int, height: int) -> tuple[int, int]:
-        scale = min(1.0, self.settings.max_generate_side / max(width, height))
+    def _native(self, width: int, height: int, max_side: int | None) -> tuple[int, int]:
+        scale = min(1.0, (max_side or self.settings.max_generate_side) / max(width, height))
         return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
     # -- running --------------------------------------------------------------------------------------

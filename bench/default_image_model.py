@@ -1,0 +1,77 @@
+"""Benchmark: the shipped image model (inhouse-scenes) at 256x256 through the API (dall-e-2, default steps)
+against the bare diffusers call it makes (128 px native, same steps, guidance and seed), in one run.
+The issue's aim: <= 2 s per 256x256 image on a 2-core machine.
+Usage: python bench/default_image_model.py [--rounds 5]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import openai
+import torch
+from tests.e2e.serve import ServeProcess
+
+from inhouse.config import Settings
+from inhouse.engines.images.assembly import pipeline_dir
+
+
+def timed(fn: object, rounds: int) -> float:
+    fn()  # type: ignore[operator]
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    from diffusers import AutoPipelineForText2Image
+
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data")
+        entry = next(e for e in settings.all_models() if e.kind == "image")
+        assert entry.steps and entry.guidance and entry.max_side
+        torch.set_num_threads(os.cpu_count() or 1)
+        pipe = AutoPipelineForText2Image.from_pretrained(str(pipeline_dir(entry, settings.data_dir / "models")),
+                                                         use_safetensors=True, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        prompt = "a red circle above a blue square"
+
+        def raw() -> None:
+            pipe(prompt, height=entry.max_side, width=entry.max_side, num_inference_steps=entry.steps,
+                 guidance_scale=entry.guidance, generator=torch.Generator().manual_seed(1))
+
+        raw_s = timed(raw, args.rounds)
+        pipe = None
+        server = ServeProcess(Path(tmp) / "data").start()
+        server.settle()
+        try:
+            client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600)
+
+            def api() -> None:
+                client.images.generate(model="dall-e-2", prompt=prompt, size="256x256", response_format="b64_json",
+                                       extra_body={"seed": 1})
+
+            api_s = timed(api, args.rounds)
+        finally:
+            server.stop()
+    print(f"inhouse-scenes, {entry.steps} steps, guidance {entry.guidance}, median of {args.rounds}")
+    print(f"raw pipeline ({entry.max_side} px) {raw_s * 1000:7.1f} ms")
+    print(f"API 256x256 (dall-e-2)    {api_s * 1000:7.1f} ms   ratio {api_s / raw_s:4.2f}   aim <= 2000 ms")
+
+
+if __name__ == "__main__":
+    main()
