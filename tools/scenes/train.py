@@ -24,8 +24,9 @@ from scenes.vocab import STYLE_SUFFIXES
 class SceneStream:
     """An endless stream of batches: render parameters plus tokenized captions (one seeded stream per worker)."""
 
-    def __init__(self, seed: int, batch: int, tokenizer_dir: str, text: bool) -> None:
+    def __init__(self, seed: int, batch: int, tokenizer_dir: str, text: bool, relation_share: float = 0.4) -> None:
         self.seed, self.batch, self.tokenizer_dir, self.text = seed, batch, tokenizer_dir, text
+        self.relation_share = relation_share
 
     def __iter__(self) -> Any:
         from torch.utils.data import get_worker_info
@@ -35,7 +36,7 @@ class SceneStream:
         rng = random.Random(self.seed * 1009 + (info.id if info else 0))
         tok = BertTokenizerFast.from_pretrained(self.tokenizer_dir) if self.text else None
         while True:
-            scenes = [sample_scene(rng) for _ in range(self.batch)]
+            scenes = [sample_scene(rng, relation_share=self.relation_share) for _ in range(self.batch)]
             item = render_params(scenes)
             if tok is not None:
                 captions = []
@@ -49,13 +50,14 @@ class SceneStream:
             yield item
 
 
-def batches(seed: int, batch: int, tokenizer_dir: str, text: bool, workers: int, pin: bool) -> Any:
+def batches(seed: int, batch: int, tokenizer_dir: str, text: bool, workers: int, pin: bool,
+            relation_share: float = 0.4) -> Any:
     import torch
     from torch.utils.data import DataLoader, IterableDataset
 
     class _Stream(IterableDataset):  # type: ignore[misc,type-arg]
         def __iter__(self) -> Any:
-            return iter(SceneStream(seed, batch, tokenizer_dir, text))
+            return iter(SceneStream(seed, batch, tokenizer_dir, text, relation_share))
 
     loader = DataLoader(_Stream(), batch_size=None, num_workers=workers, pin_memory=pin,
                         prefetch_factor=4 if workers else None)
@@ -139,7 +141,7 @@ def train_unet(a: argparse.Namespace, dev: Any, vae: Any, log: dict[str, Any],
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ac = DDPMScheduler(**NOISE).alphas_cumprod.to(dev)
     sf = log["scaling_factor"]
-    it = batches(a.seed + 1, a.batch, a.text_encoder, True, a.workers, dev.type == "cuda")
+    it = batches(a.seed + 1, a.batch, a.text_encoder, True, a.workers, dev.type == "cuda", a.relation_share)
     sched, step, t0, last_save = Schedule(a.unet_steps, a.unet_seconds, 200), 0, time.perf_counter(), time.time()
     losses: list[float] = []
     while not sched.done(step):
@@ -211,6 +213,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--offset-noise", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=6)
+    p.add_argument("--relation-share", type=float, default=0.4, help="share of two-object captions")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--checkpoint-seconds", type=float, default=60)
     p.add_argument("--init", type=Path, help="continue from an earlier run's output: its VAE is kept as it is, "
                    "its UNet trains on")
@@ -223,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
 
     a = parse(argv)
     torch.manual_seed(a.seed)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
