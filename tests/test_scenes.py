@@ -75,10 +75,17 @@ def test_per_model_steps_guidance_and_native_side() -> None:
     natural = svc.plan(ImageOptions(model="dall-e-3", prompt="a star", style="natural"), sizes=GEN_SIZES,
                        default_size="1024x1024")
     assert natural.render.guidance < 5.0
-    sd = ModelEntry(id="sd", kind="image", path="/nowhere", aliases=["dall-e-2"])
+    sd = ModelEntry(id="sd", kind="image", path="/nowhere", aliases=["dall-e-2", "dall-e-3"])
     plain = _service([sd]).plan(ImageOptions(model="dall-e-2", prompt="x", size="1024x1024"), sizes=GEN_SIZES,
                                 default_size="1024x1024")
     assert (plain.render.width, plain.render.steps, plain.render.guidance) == (768, 25, 9.0)
+    natural_sd = _service([sd]).plan(ImageOptions(model="dall-e-3", prompt="x", style="natural"), sizes=GEN_SIZES,
+                                     default_size="1024x1024")
+    assert natural_sd.render.guidance == ImageSettings().guidance_natural
+    turbo = ModelEntry(id="turbo", kind="image", path="/nowhere", aliases=["dall-e-2"], guidance=0.0)
+    unguided = _service([turbo]).plan(ImageOptions(model="dall-e-2", prompt="x"), sizes=GEN_SIZES,
+                                      default_size="1024x1024")
+    assert unguided.render.guidance == 0.0
 
 
 def test_extra_models_take_the_aliases_over() -> None:

