@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -18,20 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
 import torch
+from bench.timing import timed
 from tests.e2e.serve import ServeProcess
 
 from inhouse.config import Settings
 from inhouse.engines.images.assembly import pipeline_dir
-
-
-def timed(fn: object, rounds: int) -> float:
-    fn()  # type: ignore[operator]
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

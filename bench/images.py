@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
 import torch
-from bench.default_image_model import timed
+from bench.timing import timed
 from PIL import Image
 from tests.e2e.serve import ServeProcess
 from tests.engines.tiny_sd import build_tiny_sd

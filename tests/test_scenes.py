@@ -14,9 +14,9 @@ from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.services.images import GEN_SIZES, ImageOptions, ImagesService
 from inhouse.services.models import ModelsService
 from scenes.detect import ShapeClassifier
-from scenes.evaluate import held_out_scenes, score
+from scenes.evaluate import score
 from scenes.render import render_scenes, to_pil
-from scenes.scene import held_out, sample_scene
+from scenes.scene import held_out, held_out_scenes, sample_scene
 
 
 def test_training_never_sees_a_held_out_combination() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,8 @@ from scenes.detect import Blob, ShapeClassifier, blobs
 from scenes.models import IMAGE_SIZE
 from scenes.render import render_scenes, to_pil
 from scenes.sample import grid
-from scenes.scene import Scene, sample_scene
+from scenes.scene import Scene, held_out_scenes
 from scenes.vocab import RELATIONS
-
-
-def held_out_scenes(count: int, seed: int = 2026, held_words: bool = False, relation_share: float = 0.5) -> list[Scene]:
-    """Two-object scenes use two different colours, so the relation check can tell the objects apart."""
-    rng = random.Random(seed)
-    out: list[Scene] = []
-    while len(out) < count:
-        s = sample_scene(rng, split="eval", held_words=held_words, relation_share=relation_share)
-        if s.relation is None or s.objects[0].colour != s.objects[1].colour:
-            out.append(s)
-    return out
 
 
 def cell_of(b: Blob) -> tuple[int, int]:

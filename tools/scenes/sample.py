@@ -5,18 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 from typing import Any
 
 from scenes.models import IMAGE_SIZE
 from scenes.render import render_scenes, to_pil
-from scenes.scene import Scene, sample_scene
-
-
-def eval_scenes(count: int, seed: int = 2026, held_words: bool = False) -> list[Scene]:
-    rng = random.Random(seed)
-    return [sample_scene(rng, split="eval", held_words=held_words, relation_share=0.5) for _ in range(count)]
+from scenes.scene import held_out_scenes
 
 
 def grid(pairs: list[tuple[Any, Any]], columns: int = 4, side: int = IMAGE_SIZE) -> Any:
@@ -45,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     pipe = StableDiffusionPipeline.from_pretrained(str(a.pipeline), dtype=torch.float32).to(a.device)
     pipe.set_progress_bar_config(disable=True)
-    scenes = eval_scenes(a.count)
+    scenes = held_out_scenes(a.count)
     images = pipe([s.caption for s in scenes], height=IMAGE_SIZE, width=IMAGE_SIZE, num_inference_steps=a.steps,
                   guidance_scale=a.guidance, generator=torch.Generator(a.device).manual_seed(0)).images
     grid(list(zip(images, to_pil(render_scenes(scenes, IMAGE_SIZE)), strict=True))).save(a.out)

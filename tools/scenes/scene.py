@@ -143,3 +143,14 @@ def caption(rng: random.Random, scene: Scene, held_words: bool = False) -> str:
         word = rng.choice(COLOURS[scene.background_name][1])
         text += " " + rng.choice(BACKGROUND_PHRASES).format(f"{_article(word)} {word}")
     return rng.choice(PREFIXES) + text
+
+
+def held_out_scenes(count: int, seed: int = 2026, held_words: bool = False, relation_share: float = 0.5) -> list[Scene]:
+    """Two-object scenes use two different colours, so the relation check can tell the objects apart."""
+    rng = random.Random(seed)
+    out: list[Scene] = []
+    while len(out) < count:
+        s = sample_scene(rng, split="eval", held_words=held_words, relation_share=relation_share)
+        if s.relation is None or s.objects[0].colour != s.objects[1].colour:
+            out.append(s)
+    return out

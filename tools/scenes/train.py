@@ -15,21 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
 from scenes.models import IMAGE_SIZE, MAX_TOKENS, NOISE, build_unet, build_vae
 from scenes.render import render, render_params
 from scenes.scene import sample_scene
 from scenes.vocab import STYLE_SUFFIXES
 
 
-class SceneStream:
+class SceneStream(IterableDataset):  # type: ignore[misc,type-arg]
     """An endless stream of batches: render parameters plus tokenized captions (one seeded stream per worker)."""
 
-    def __init__(self, seed: int, batch: int, tokenizer_dir: str, text: bool, relation_share: float = 0.4) -> None:
+    def __init__(self, seed: int, batch: int, tokenizer_dir: str, text: bool, relation_share: float) -> None:
         self.seed, self.batch, self.tokenizer_dir, self.text = seed, batch, tokenizer_dir, text
         self.relation_share = relation_share
 
     def __iter__(self) -> Any:
-        from torch.utils.data import get_worker_info
         from transformers import BertTokenizerFast
 
         info = get_worker_info()
@@ -51,17 +52,9 @@ class SceneStream:
 
 
 def batches(seed: int, batch: int, tokenizer_dir: str, text: bool, workers: int, pin: bool,
-            relation_share: float = 0.4) -> Any:
-    import torch
-    from torch.utils.data import DataLoader, IterableDataset
-
-    class _Stream(IterableDataset):  # type: ignore[misc,type-arg]
-        def __iter__(self) -> Any:
-            return iter(SceneStream(seed, batch, tokenizer_dir, text, relation_share))
-
-    loader = DataLoader(_Stream(), batch_size=None, num_workers=workers, pin_memory=pin,
-                        prefetch_factor=4 if workers else None)
-    del torch
+            relation_share: float) -> Any:
+    loader = DataLoader(SceneStream(seed, batch, tokenizer_dir, text, relation_share), batch_size=None,
+                        num_workers=workers, pin_memory=pin, prefetch_factor=4 if workers else None)
     return iter(loader)
 
 
@@ -94,7 +87,7 @@ def train_vae(a: argparse.Namespace, dev: Any, log: dict[str, Any]) -> Any:
 
     vae = build_vae().to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
-    it = batches(a.seed, a.vae_batch, a.text_encoder, False, a.workers, dev.type == "cuda")
+    it = batches(a.seed, a.vae_batch, a.text_encoder, False, a.workers, dev.type == "cuda", a.relation_share)
     sched, step, t0 = Schedule(a.vae_steps, a.vae_seconds, 100), 0, time.perf_counter()
     while not sched.done(step):
         sched.update(step)
@@ -258,7 +251,6 @@ def main(argv: list[str] | None = None) -> None:
         unet_init = None
     else:
         from scenes.assemble import load_weights
-        from scenes.models import build_vae
 
         unet_init, vae_state, log["scaling_factor"] = load_weights(a.init)
         log["continued_from"] = json.loads((a.init / "train_log.json").read_text())
