@@ -1,5 +1,6 @@
 """The default image model's tooling and wiring, without running the model: the held-out split, the detectors
-on the renderer's own truth, the assembly of a pipeline from its parts, and per-model image settings."""
+on the renderer's own truth, the assembly of a pipeline from its parts, per-model image settings, and the
+relation planner's words against the model's vocabulary."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Any
 from inhouse.config import Images as ImageSettings
 from inhouse.config import ModelEntry, Settings
 from inhouse.engines.images.assembly import pipeline_dir
+from inhouse.engines.images.layout import PLACES, plan
 from inhouse.services.images import GEN_SIZES, ImageOptions, ImagesService
 from inhouse.services.models import ModelsService
 from scenes.detect import ShapeClassifier
 from scenes.evaluate import score
 from scenes.render import render_scenes, to_pil
 from scenes.scene import held_out, held_out_scenes, sample_scene
+from scenes.vocab import CELLS, RELATIONS
 
 
 def test_training_never_sees_a_held_out_combination() -> None:
@@ -95,3 +98,17 @@ def test_extra_models_take_the_aliases_over() -> None:
     assert models.resolve_configured("dall-e-2", "image") == sd
     assert models.resolve_configured("text-embedding-3-small", "embedding") is not None
     assert models.resolve_configured("inhouse-scenes", "image") is not None
+
+
+def test_the_layout_planner_speaks_the_models_words() -> None:
+    """Every relation phrasing the model was trained on is planned the way the renderer draws it, into place
+    phrases the model was trained on; only the scenes model plans."""
+    places = {p for phrases in CELLS.values() for p in phrases}
+    assert {p for pair in PLACES.values() for p in pair} <= places
+    for relation, (phrases, axis, sign) in RELATIONS.items():
+        for phrase in phrases:
+            planned = plan(f"a red circle {phrase} a blue square on a green background")
+            assert planned is not None, phrase
+            assert (planned.axis, planned.first_low) == (axis, sign < 0), relation
+            assert planned.first.startswith("a red circle ") and planned.second.startswith("a blue square ")
+    assert [e.id for e in Settings().all_models() if e.plan_relations] == ["inhouse-scenes"]

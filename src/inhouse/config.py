@@ -63,6 +63,10 @@ class ModelEntry(BaseModel):
         None, ge=8, description="Image models: longest side rendered natively, larger answers are upscaled; "
         "unset: images.max_generate_side."
     )
+    plan_relations: bool = Field(
+        False, description='Image models: draw "A above/below/left of/right of B" as two placed objects, one per '
+        "half of the picture, joined (for models that place one object reliably but not a relation)."
+    )
 
 
 def default_models() -> list[ModelEntry]:
@@ -92,6 +96,7 @@ def default_models() -> list[ModelEntry]:
             steps=12,
             guidance=5.0,
             max_side=128,
+            plan_relations=True,
         ),
     ]
 

@@ -65,11 +65,20 @@ def test_background_and_dall_e_3_style_words(client: openai.OpenAI) -> None:
     assert found and found[0].colour == "white"
 
 
-def test_two_objects_are_both_drawn(client: openai.OpenAI) -> None:
-    # Only that both named objects appear: which one lands above is still at chance for this model
-    # (docs/default-image-model.md, "Where it falls short").
-    found = blobs(generate(client, "a red circle above a blue square", seed=1))[1]
-    assert sorted(b.colour for b in found[:2]) == ["blue", "red"]
+@pytest.mark.parametrize(("prompt", "first", "second", "axis", "sign"), [
+    ("a red circle above a blue square", "red", "blue", 1, -1),
+    ("a yellow star to the left of a purple triangle", "yellow", "purple", 0, -1),
+    ("a green box under an orange ball on a white background", "green", "orange", 1, 1),
+    ("a scarlet dot right of a cobalt box", "red", "blue", 0, 1),
+])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_relations_put_each_object_on_its_side(client: openai.OpenAI, prompt: str, first: str, second: str,
+                                               axis: int, sign: int, seed: int) -> None:
+    found = blobs(generate(client, prompt, seed=seed))[1]
+    by_colour = {b.colour: b for b in reversed(found)}  # the largest object of each colour
+    assert first in by_colour and second in by_colour, [b.colour for b in found]
+    a, b = by_colour[first], by_colour[second]
+    assert ((a.x - b.x, a.y - b.y)[axis]) * sign > 0.25, (a.x, a.y, b.x, b.y)
 
 
 def test_edit_changes_only_the_masked_area(client: openai.OpenAI, tmp_path: Path) -> None:

@@ -52,10 +52,11 @@ def score(scene: Scene, image: Any, classify: ShapeClassifier) -> dict[str, bool
             "position": position}
 
 
-def evaluate(pipeline: Path, scenes: list[Scene], steps: int, guidance: float, threads: int = 0) -> dict[str, Any]:
+def evaluate(pipeline: Path, scenes: list[Scene], steps: int, guidance: float, threads: int = 0,
+             plan_relations: bool = True) -> dict[str, Any]:
     from inhouse.engines.images.pipelines import DiffusionEngine, Render
 
-    engine = DiffusionEngine(pipeline, threads)
+    engine = DiffusionEngine(pipeline, threads, plan_relations)
     classify = ShapeClassifier()
     rows, images, seconds = [], [], []
     for i, s in enumerate(scenes):
@@ -65,7 +66,12 @@ def evaluate(pipeline: Path, scenes: list[Scene], steps: int, guidance: float, t
         images.append(image)
         rows.append({"caption": s.caption, "kind": "relation" if s.relation else "single", **score(s, image, classify)})
     summary: dict[str, Any] = {"count": len(rows), "steps": steps, "guidance": guidance,
+                               "plan_relations": plan_relations,
                                "seconds_per_image_median": sorted(seconds)[len(seconds) // 2]}
+    for kind in ("single", "relation"):
+        times = sorted(t for t, r in zip(seconds, rows, strict=True) if r["kind"] == kind)
+        if times:
+            summary[f"seconds_median_{kind}"] = times[len(times) // 2]
     for k in ("colour", "shape", "position"):
         summary[k] = sum(r[k] for r in rows) / len(rows)
         for kind in ("single", "relation"):
@@ -82,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--held-words", action="store_true", help="phrase captions with synonyms kept out of training")
+    p.add_argument("--no-plan", action="store_true", help="the model alone: relation prompts not split in halves")
     p.add_argument("--json", type=Path)
     p.add_argument("--grid", type=Path)
     a = p.parse_args(argv)
     scenes = held_out_scenes(a.count, held_words=a.held_words)
-    result = evaluate(a.pipeline, scenes, a.steps, a.guidance)
+    result = evaluate(a.pipeline, scenes, a.steps, a.guidance, plan_relations=not a.no_plan)
     print(json.dumps(result["summary"], indent=1))
     if a.json:
         a.json.write_text(json.dumps({"summary": result["summary"], "rows": result["rows"]}, indent=1) + "\n")

@@ -81,7 +81,7 @@ class Services:
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
 
         def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
-            return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), ft.threads)
+            return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), ft.threads, entry.plan_relations)
 
         images = ImagesService(models, ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds),
                                blobs, settings.images, settings.limits.max_image_pixels,
