@@ -19,7 +19,7 @@ _RELATIONS: tuple[tuple[str, int, bool], ...] = (
 PLACES = {0: ("on the left", "on the right"), 1: ("at the top", "at the bottom")}
 _RELATION = re.compile(r"\b(" + "|".join(re.escape(p) for p, _, _ in _RELATIONS) + r")\b", re.IGNORECASE)
 _BACKGROUND = re.compile(r"\s*\b(?:on|against|with)\s+an?\s+[\w -]{1,40}?\s+background\b", re.IGNORECASE)
-# how much of the axis the seam between the halves is blended over (a latent pixel or two at 128 px)
+# the share of the axis the seam between the halves is blended over (4 latent pixels at 128 px)
 SEAM = 0.125
 
 
