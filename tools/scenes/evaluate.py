@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from statistics import median_high
 from typing import Any
 
 from scenes.detect import Blob, ShapeClassifier, blobs
@@ -67,11 +68,11 @@ def evaluate(pipeline: Path, scenes: list[Scene], steps: int, guidance: float, t
         rows.append({"caption": s.caption, "kind": "relation" if s.relation else "single", **score(s, image, classify)})
     summary: dict[str, Any] = {"count": len(rows), "steps": steps, "guidance": guidance,
                                "plan_relations": plan_relations,
-                               "seconds_per_image_median": sorted(seconds)[len(seconds) // 2]}
+                               "seconds_per_image_median": median_high(seconds)}
     for kind in ("single", "relation"):
-        times = sorted(t for t, r in zip(seconds, rows, strict=True) if r["kind"] == kind)
+        times = [t for t, r in zip(seconds, rows, strict=True) if r["kind"] == kind]
         if times:
-            summary[f"seconds_median_{kind}"] = times[len(times) // 2]
+            summary[f"seconds_median_{kind}"] = median_high(times)
     for k in ("colour", "shape", "position"):
         summary[k] = sum(r[k] for r in rows) / len(rows)
         for kind in ("single", "relation"):

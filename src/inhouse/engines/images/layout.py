@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 # relation phrase -> (axis: 0 = x / 1 = y, whether the first-named object takes the low side: left or top).
-# Longer phrases first so that "to the left of" wins over "left of".
-_RELATIONS: tuple[tuple[str, int, bool], ...] = (
-    ("to the left of", 0, True), ("on the left of", 0, True), ("left of", 0, True),
-    ("to the right of", 0, False), ("on the right of", 0, False), ("right of", 0, False),
-    ("on top of", 1, True), ("above", 1, True), ("over", 1, True),
-    ("underneath", 1, False), ("beneath", 1, False), ("below", 1, False), ("under", 1, False),
-)
+# Longer phrases first, so that the alternation built from them tries "to the left of" before "left of".
+_RELATIONS: dict[str, tuple[int, bool]] = {
+    "to the left of": (0, True), "on the left of": (0, True), "left of": (0, True),
+    "to the right of": (0, False), "on the right of": (0, False), "right of": (0, False),
+    "on top of": (1, True), "above": (1, True), "over": (1, True),
+    "underneath": (1, False), "beneath": (1, False), "below": (1, False), "under": (1, False),
+}
 # the place phrases of the scenes model's captions: (low side, high side) per axis
 PLACES = {0: ("on the left", "on the right"), 1: ("at the top", "at the bottom")}
-_RELATION = re.compile(r"\b(" + "|".join(re.escape(p) for p, _, _ in _RELATIONS) + r")\b", re.IGNORECASE)
+_RELATION = re.compile(r"\b(" + "|".join(re.escape(p) for p in _RELATIONS) + r")\b", re.IGNORECASE)
 _BACKGROUND = re.compile(r"\s*\b(?:on|against|with)\s+an?\s+[\w -]{1,40}?\s+background\b", re.IGNORECASE)
 # the share of the axis the seam between the halves is blended over (4 latent pixels at 128 px)
 SEAM = 0.125
@@ -45,7 +45,7 @@ def plan(prompt: str) -> Layout | None:
     first, second = head[:found.start()].strip(), head[found.end():].strip()
     if not re.search(r"\w", first) or not re.search(r"\w", second):
         return None
-    axis, first_low = next((a, low) for p, a, low in _RELATIONS if p == found.group(1).lower())
+    axis, first_low = _RELATIONS[found.group(1).lower()]
     low, high = PLACES[axis]
     tail = background + (comma + style if comma else "")
     return Layout(f"{first} {low if first_low else high}{tail}", f"{second} {high if first_low else low}{tail}",
