@@ -1,4 +1,4 @@
-"""Test harness: run the app under uvicorn in a thread, and check every answer against the OpenAI spec."""
+"""Test harness: run the app under our uvicorn configuration in a thread; check every answer against the spec."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import uvicorn
 
 from inhouse.app import create_app
 from inhouse.config import Settings
+from inhouse.server import uvicorn_config
 from inhouse.services.container import Services
 
 SPEC = Path(__file__).parent / "spec" / "openai_schemas.json"
@@ -104,7 +105,8 @@ def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHan
     app = create_app(settings)
     if app_hook is not None:
         app_hook(app)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # The same server configuration as `inhouse serve`, connection limits included.
+    config = uvicorn_config(app, settings, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

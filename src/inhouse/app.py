@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
@@ -13,10 +13,13 @@ from starlette.types import Scope
 from inhouse import __version__
 from inhouse.api import chat, embeddings, files, fine_tuning, health, images, models, uploads
 from inhouse.api import errors as api_errors
+from inhouse.api.auth import Authenticate
 from inhouse.api.idempotency import Idempotency
-from inhouse.api.middleware import BodyLimit, RequestContext, content_type
+from inhouse.api.images import REQUEST_CAP as IMAGE_REQUEST_CAP
+from inhouse.api.middleware import BodyLimit, InFlight, RequestContext
 from inhouse.config import Settings
 from inhouse.services.container import Services
+from inhouse.services.idempotency import RENEW_S
 from inhouse.worker import Worker
 
 log = logging.getLogger("inhouse")
@@ -28,17 +31,33 @@ class UnsafeBind(RuntimeError):
     pass
 
 
-async def check_bind(settings: Settings, services: Services) -> None:
-    """Refuse to serve without keys anywhere but loopback."""
-    if settings.binds_loopback():
-        return
-    if settings.auth == "off":
-        raise UnsafeBind(f"auth=off is only allowed on a loopback address, not {settings.host}")
-    if await services.meta.count_active_api_keys() == 0:
-        raise UnsafeBind(
-            f"refusing to bind {settings.host} with no API keys: create one with "
-            "`inhouse keys create --project NAME`, or bind 127.0.0.1"
-        )
+async def check_bind(settings: Settings, services: Services) -> bool:
+    """Refuse to serve without keys anywhere but loopback; decide the auth mode once. True if open."""
+    if not settings.binds_loopback():
+        if settings.auth == "off":
+            raise UnsafeBind(f"auth=off is only allowed on a loopback address, not {settings.host}")
+        if await services.meta.count_active_api_keys() == 0:
+            raise UnsafeBind(
+                f"refusing to bind {settings.host} with no API keys: create one with "
+                "`inhouse keys create --project NAME`, or bind 127.0.0.1"
+            )
+    is_open = await services.keys.decide_mode(settings.binds_loopback())
+    if is_open:
+        log.warning("auth: OPEN - no API key needed, answering only this machine (loopback Host, no cross-site "
+                    "browser requests). `inhouse keys create --project NAME` closes it.")
+    else:
+        log.info("auth: API keys required")
+    return is_open
+
+
+async def renew_idempotency_claims(services: Services) -> None:
+    """This process's in-flight Idempotency-Key claims stay live only while it runs (a lease)."""
+    while True:
+        await asyncio.sleep(RENEW_S)
+        try:
+            await services.idempotency.renew()
+        except Exception:
+            log.exception("renewing idempotency claims failed")
 
 
 async def unload_idle_models(services: Services) -> None:
@@ -68,13 +87,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         await check_bind(settings, svc)
         worker = Worker(svc) if settings.run_worker else None
         task = asyncio.create_task(worker.run()) if worker else None
-        reaper = asyncio.create_task(unload_idle_models(svc))
+        background = [asyncio.create_task(unload_idle_models(svc)),
+                      asyncio.create_task(renew_idempotency_claims(svc))]
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for t in background:
+                t.cancel()
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             if worker is not None and task is not None:
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -91,15 +113,33 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(health.router)
 
-    limits = settings.limits
-
-    def cap_for(scope: Scope) -> int:
-        if content_type(scope).startswith("multipart/"):
-            return limits.max_file_bytes + MULTIPART_OVERHEAD
-        return limits.max_json_body_bytes
-
-    # Outermost first: request id stamps everything, then caps, then idempotent replays.
+    # Outermost first: request id stamps everything, then the cap on requests in progress, then the key
+    # (before a byte of body is read), then body caps and deadlines, then idempotent replays.
     app.add_middleware(Idempotency)
-    app.add_middleware(BodyLimit, cap_for=cap_for)
+    app.add_middleware(BodyLimit, cap_for=body_caps(settings), stall_seconds=settings.http.body_timeout_seconds)
+    app.add_middleware(Authenticate)
+    app.add_middleware(InFlight, limit=settings.http.max_requests)
     app.add_middleware(RequestContext)
     return app
+
+
+def body_caps(settings: Settings) -> Callable[[Scope], int]:
+    """The body cap of each route, chosen by the route: what the client says its body is changes nothing."""
+    limits = settings.limits
+    by_path = {
+        "/v1/files": limits.max_file_bytes + MULTIPART_OVERHEAD,
+        "/v1/images/edits": IMAGE_REQUEST_CAP + MULTIPART_OVERHEAD,
+        "/v1/images/variations": IMAGE_REQUEST_CAP + MULTIPART_OVERHEAD,
+    }
+
+    def cap_for(scope: Scope) -> int:
+        path: str = scope["path"]
+        if scope["method"] != "POST":
+            return limits.max_json_body_bytes
+        if path in by_path:
+            return by_path[path]
+        if path.startswith("/v1/uploads/") and path.endswith("/parts"):
+            return limits.max_upload_part_bytes + MULTIPART_OVERHEAD
+        return limits.max_json_body_bytes
+
+    return cap_for

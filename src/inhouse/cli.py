@@ -51,13 +51,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from inhouse.app import create_app
+    from inhouse.server import uvicorn_config
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_keep_alive=30, limit_concurrency=1024, server_header=False,
-                access_log=settings.access_log)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
     return 0
 
 

@@ -38,6 +38,28 @@ class Limits(BaseModel):
     max_list_limit: int = Field(10000, description="Largest `limit` of GET /v1/files.")
 
 
+class Http(BaseModel):
+    """Connection-level limits, enforced by the server before the app sees a request (docs/security.md)."""
+
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Request line plus headers; more gets 431.")
+    max_headers: int = Field(100, ge=8, description="Most header fields in one request; more gets 431.")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's headers must arrive within this long of the connection opening "
+        "(or of the request's first byte); else 408 and the connection closes."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body; else 408 and close."
+    )
+    keep_alive_seconds: float = Field(5.0, gt=0, description="An idle keep-alive connection closes after this long.")
+    keep_alive_requests: int = Field(1000, ge=1, description="Requests served on one connection before it closes.")
+    max_connections: int = Field(
+        2048, ge=16, description="Open connections; past it the longest-idle one is closed to make room."
+    )
+    max_requests: int = Field(
+        512, ge=1, description="Requests in progress at once (idle connections do not count); more get 503."
+    )
+
+
 class ModelEntry(BaseModel):
     """A locally configured model: an id, what it does, where its weights are, and its OpenAI aliases."""
 
@@ -177,6 +199,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error.")
     access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")
     limits: Limits = Field(default_factory=Limits)
+    http: Http = Field(default_factory=Http)
     embeddings: Embeddings = Field(default_factory=Embeddings)
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
     images: Images = Field(default_factory=Images)

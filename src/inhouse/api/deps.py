@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the service container and the caller's project."""
+"""FastAPI dependencies: the service container and the caller, resolved by `api.auth.Authenticate`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from inhouse.api.auth import CALLER_KEY
+from inhouse.errors import AuthenticationFailed
 from inhouse.services.container import Services
+from inhouse.services.keys import Caller
 from inhouse.storage.records import Project
 
 
@@ -19,8 +22,18 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_project(request: Request, services: ServicesDep) -> Project:
-    return await services.keys.authenticate(request.headers.get("authorization"))
+async def get_caller(request: Request) -> Caller:
+    caller = request.scope.get(CALLER_KEY)
+    if not isinstance(caller, Caller):  # a public route asked for a caller: never serve it keyless
+        raise AuthenticationFailed("This route needs an API key.", code="missing_api_key")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_project(caller: CallerDep) -> Project:
+    return caller.project
 
 
 ProjectDep = Annotated[Project, Depends(get_project)]

@@ -7,9 +7,11 @@ import hashlib
 from python_multipart.multipart import parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inhouse.api.auth import CALLER_KEY
 from inhouse.api.errors import error_response, request_id_of
 from inhouse.errors import InhouseError
 from inhouse.services.idempotency import IdempotencyService, Replay
+from inhouse.services.keys import Caller
 
 MAX_STORED_BODY = 1024 * 1024
 # Answers that a retry could change are not kept: the retry runs again instead.
@@ -62,8 +64,12 @@ class Idempotency:
             return
         key = key_raw.decode("latin-1")[:_MAX_KEY_LEN]
         service: IdempotencyService = scope["app"].state.services.idempotency
-        # Keys are per caller: the same key from two API keys never collides.
-        owner = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        # Keys are per API key (Authenticate ran first): the same key from two API keys never collides.
+        caller = scope.get(CALLER_KEY)
+        if not isinstance(caller, Caller):
+            await self.app(scope, receive, send)  # a public route: nothing to replay
+            return
+        owner = caller.key_id or f"open:{caller.project.id}"
         ctype, params = parse_options_header(headers.get(b"content-type", b""))
         hasher = BodyHasher(params.get(b"boundary") if ctype == b"multipart/form-data" else None)
         hasher.update(f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}\n".encode())

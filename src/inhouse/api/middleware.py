@@ -1,8 +1,10 @@
-"""Pure-ASGI middleware: a request id on every answer, and body caps enforced while the body streams."""
+"""Pure-ASGI middleware: a request id on every answer, a cap on requests in progress, body caps and deadlines."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,12 +34,41 @@ class RequestContext:
         await self.app(scope, receive, stamped)
 
 
-class BodyLimit:
-    """Refuses a body over its cap: at once when Content-Length says so, else once the count passes it."""
+class InFlight:
+    """Caps requests in progress; the next gets 503 with Retry-After. Idle connections never count."""
 
-    def __init__(self, app: ASGIApp, cap_for: Callable[[Scope], int]) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            response = envelope(503, "The server is handling as many requests as it can; retry shortly.",
+                                type="server_error", code="server_busy", request_id=request_id_of(scope),
+                                headers={"retry-after": "1", "retry-after-ms": "1000"})
+            await response(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class BodyLimit:
+    """Refuses a body over its cap (413) or one that stalls (408), and closes the connection either way.
+
+    The cap comes from the route (`cap_for`), never from what the client says the body is. The stall
+    deadline counts only time spent waiting for the client, not time the app spends on what it got."""
+
+    def __init__(self, app: ASGIApp, cap_for: Callable[[Scope], int], stall_seconds: float) -> None:
         self.app = app
         self.cap_for = cap_for
+        self.stall_seconds = stall_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,10 +76,9 @@ class BodyLimit:
             return
         cap = self.cap_for(scope)
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > cap:
-            response = envelope(413, f"Request body is larger than the {cap} byte limit.",
-                                code="request_too_large", request_id=request_id_of(scope))
-            await response(scope, receive, send)
+        if length is not None and length.isdigit() and length.isascii() and int(length) > cap:
+            await _refusal(413, f"Request body is larger than the {cap} byte limit.", "request_too_large",
+                           scope)(scope, receive, send)
             return
         seen = 0
         refused = False
@@ -57,30 +87,43 @@ class BodyLimit:
         async def guarded_send(message: Message) -> None:
             nonlocal started
             if refused:
-                return  # the 413 already went out; the app's own answer is dropped
+                return  # the 413/408 already went out; the app's own answer is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
+        async def refuse(status: int, message: str, code: str) -> Message:
+            nonlocal refused
+            # Answer here rather than raise: body parsers upstream would turn an exception into
+            # their own 400. The app then sees a disconnect and stops reading.
+            if not started:
+                await _refusal(status, message, code, scope)(scope, receive, send)
+            refused = True
+            return {"type": "http.disconnect"}
+
         async def counted() -> Message:
-            nonlocal seen, refused
+            nonlocal seen
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.stall_seconds):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(408, f"The request body stalled for {self.stall_seconds:g} s.",
+                                    "request_timeout")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
-                    # Answer here rather than raise: body parsers upstream would turn an exception
-                    # into their own 400. The app then sees a disconnect and stops reading.
-                    if not started:
-                        response = envelope(413, f"Request body is larger than the {cap} byte limit.",
-                                            code="request_too_large", request_id=request_id_of(scope))
-                        await response(scope, receive, send)
-                    refused = True
-                    return {"type": "http.disconnect"}
+                    return await refuse(413, f"Request body is larger than the {cap} byte limit.",
+                                        "request_too_large")
             return message
 
         await self.app(scope, counted, guarded_send)
+
+
+def _refusal(status: int, message: str, code: str, scope: Scope) -> Any:
+    # Connection: close, so the server stops reading a body nobody will use.
+    return envelope(status, message, code=code, request_id=request_id_of(scope), headers={"connection": "close"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -88,7 +131,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if k.lower() == name:
             return str(v.decode("latin-1"))
     return None
-
-
-def content_type(scope: Scope) -> str:
-    return (_header(scope, b"content-type") or "").lower()

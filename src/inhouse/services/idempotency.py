@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from inhouse.storage.base import MetadataStore
 from inhouse.storage.records import IdempotencyRecord
 
 RETENTION_S = 24 * 3600
+LEASE_S = 10  # an in-flight claim outlives its process by at most this long
+RENEW_S = 3.0  # how often a live process renews its claims (well inside one lease)
 
 
 class IdempotencyInFlight(InhouseError):
@@ -25,15 +28,25 @@ class Replay:
 
 
 class IdempotencyService:
-    def __init__(self, meta: MetadataStore, clock: Callable[[], int] = now) -> None:
+    def __init__(self, meta: MetadataStore, clock: Callable[[], int] = now, lease_s: int = LEASE_S) -> None:
         self.meta = meta
         self.clock = clock
+        self.lease_s = lease_s
+        # This process's name on its claims: a claim is live while this process renews it.
+        self.instance = "inst_" + secrets.token_hex(8)
 
     async def claim(self, scope: str, key: str) -> IdempotencyRecord | None:
         """None: the caller now owns the key and runs the request. Else the record already there."""
         # The body's hash is known only once the body has streamed through, so the claim is made
         # first and the hash recorded with the answer.
-        return await self.meta.begin_idempotent(IdempotencyRecord(scope, key, "", self.clock(), None, None, None))
+        t = self.clock()
+        return await self.meta.begin_idempotent(
+            IdempotencyRecord(scope, key, "", t, None, None, None), self.instance, t + self.lease_s
+        )
+
+    async def renew(self) -> int:
+        """Keep this process's in-flight claims alive; run every RENEW_S seconds while serving."""
+        return await self.meta.renew_idempotent(self.instance, self.clock() + self.lease_s)
 
     def replay_for(self, existing: IdempotencyRecord, request_hash: str) -> Replay:
         if existing.status_code is None:

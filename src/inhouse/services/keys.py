@@ -26,6 +26,14 @@ def hash_key(token: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the project, and the key (None in open mode, where no key is needed)."""
+
+    project: Project
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CreatedKey:
     key: ApiKey
     project: Project
@@ -37,9 +45,11 @@ class KeysService:
         self.meta = meta
         self.mode = mode
         self.clock = clock
-        self._cache: dict[str, tuple[float, Project]] = {}
+        self._cache: dict[str, tuple[float, Caller]] = {}
         self._required_cache: tuple[float, bool] | None = None
         self._default: Project | None = None
+        # None until decide_mode(): a process that never decided (the CLI) requires keys.
+        self._open: bool | None = None
 
     async def create(self, project_name: str, name: str = "") -> CreatedKey:
         project = await self.meta.get_or_create_project(project_name)
@@ -56,8 +66,21 @@ class KeysService:
         self._cache.clear()
         return await self.meta.revoke_api_key(key_id, self.clock())
 
+    async def decide_mode(self, loopback: bool) -> bool:
+        """Decide once, at start, whether this server runs open (no key needed); returns True if open.
+
+        Open only with auth=off, or auth=auto on a loopback bind while no key exists. Afterwards the
+        mode can only close (the first key created closes an auto-open server); revoking never opens."""
+        if self.mode == "off":
+            self._open = True
+        elif self.mode == "required":
+            self._open = False
+        else:
+            self._open = loopback and await self.meta.count_active_api_keys() == 0
+        return self._open
+
     async def auth_required(self) -> bool:
-        if self.mode == "required":
+        if not self._open:
             return True
         if self.mode == "off":
             return False
@@ -65,6 +88,8 @@ class KeysService:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         required = await self.meta.count_active_api_keys() > 0
+        if required:
+            self._open = False  # latched: a key once created keeps this process closed
         self._required_cache = (time.monotonic() + _CACHE_TTL_S, required)
         return required
 
@@ -75,8 +100,11 @@ class KeysService:
         return self._default
 
     async def authenticate(self, authorization: str | None) -> Project:
+        return (await self.identify(authorization)).project
+
+    async def identify(self, authorization: str | None) -> Caller:
         if not await self.auth_required():
-            return await self.default_project()
+            return Caller(await self.default_project(), None)
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthenticationFailed(
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -88,13 +116,13 @@ class KeysService:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        project = await self._lookup(token, digest)
+        caller = await self._lookup(token, digest)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (time.monotonic() + _CACHE_TTL_S, project)
-        return project
+        self._cache[digest] = (time.monotonic() + _CACHE_TTL_S, caller)
+        return caller
 
-    async def _lookup(self, token: str, digest: str) -> Project:
+    async def _lookup(self, token: str, digest: str) -> Caller:
         invalid = AuthenticationFailed(
             f"Incorrect API key provided: {_redact(token)}.", code="invalid_api_key"
         )
@@ -109,7 +137,7 @@ class KeysService:
         project = await self.meta.get_project(key.project_id)
         if project is None:
             raise invalid
-        return project
+        return Caller(project, key.id)
 
 
 def _redact(token: str) -> str:

@@ -100,7 +100,20 @@ class MetadataStore(FineTuningStore, Protocol):
     async def delete_model(self, project_id: str, model_id: str) -> bool: ...
 
     # idempotency
-    async def begin_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord | None: ...
+    async def begin_idempotent(
+        self, record: IdempotencyRecord, lease_owner: str, lease_until: int
+    ) -> IdempotencyRecord | None:
+        """Claim (scope, key) for `lease_owner` until `lease_until`; None when claimed.
+
+        Returns the existing record instead when it is finished, or in flight under a lease that has not
+        expired. An in-flight record whose lease expired (its process died) is taken over: a crash never
+        blocks a retry for longer than one lease."""
+        ...
+
+    async def renew_idempotent(self, lease_owner: str, lease_until: int) -> int:
+        """Extend every in-flight claim of `lease_owner` to `lease_until`; returns how many."""
+        ...
+
     async def finish_idempotent(
         self, scope: str, key: str, request_hash: str, status_code: int, content_type: str, body: bytes
     ) -> None: ...

@@ -132,4 +132,9 @@ SQLITE_MIGRATIONS: list[str] = [
     );
     CREATE INDEX fine_tuning_checkpoints_job ON fine_tuning_checkpoints(job_id, seq);
     """,
+    # 3: in-flight idempotency claims belong to a live process: a lease, renewed while the request runs
+    """
+    ALTER TABLE idempotency ADD COLUMN lease_owner TEXT;
+    ALTER TABLE idempotency ADD COLUMN lease_expires_at INTEGER;
+    """,
 ]

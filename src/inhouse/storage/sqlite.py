@@ -316,21 +316,46 @@ class SqliteMetadataStore(SqliteFineTuning):
         return await self._run(self._delete_model, project_id, model_id)
 
     # -- idempotency ------------------------------------------------------------------------------
-    def _begin_idempotent(self, r: IdempotencyRecord) -> IdempotencyRecord | None:
+    def _begin_idempotent(self, r: IdempotencyRecord, owner: str, until: int) -> IdempotencyRecord | None:
         with self._write() as c:
             row = c.execute(
-                "SELECT * FROM idempotency WHERE scope = ? AND key = ?", (r.scope, r.key)
+                "SELECT scope, key, request_hash, created_at, status_code, content_type, body, lease_expires_at "
+                "FROM idempotency WHERE scope = ? AND key = ?", (r.scope, r.key)
             ).fetchone()
-            if row is not None:
-                return IdempotencyRecord(*row)
+            if row is None:
+                c.execute(
+                    "INSERT INTO idempotency (scope, key, request_hash, created_at, lease_owner, lease_expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (r.scope, r.key, r.request_hash, r.created_at, owner, until),
+                )
+                return None
+            existing = IdempotencyRecord(*row[:7])
+            lease = row[7]
+            if existing.status_code is not None or (lease is not None and lease >= r.created_at):
+                return existing
+            # In flight under an expired lease: its process died; this request takes the key over.
             c.execute(
-                "INSERT INTO idempotency VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
-                (r.scope, r.key, r.request_hash, r.created_at),
+                "UPDATE idempotency SET request_hash = ?, created_at = ?, lease_owner = ?, lease_expires_at = ? "
+                "WHERE scope = ? AND key = ?",
+                (r.request_hash, r.created_at, owner, until, r.scope, r.key),
             )
         return None
 
-    async def begin_idempotent(self, record: IdempotencyRecord) -> IdempotencyRecord | None:
-        return await self._run(self._begin_idempotent, record)
+    async def begin_idempotent(
+        self, record: IdempotencyRecord, lease_owner: str, lease_until: int
+    ) -> IdempotencyRecord | None:
+        return await self._run(self._begin_idempotent, record, lease_owner, lease_until)
+
+    def _renew_idempotent(self, owner: str, until: int) -> int:
+        with self._write() as c:
+            cur = c.execute(
+                "UPDATE idempotency SET lease_expires_at = ? WHERE lease_owner = ? AND status_code IS NULL",
+                (until, owner),
+            )
+        return cur.rowcount
+
+    async def renew_idempotent(self, lease_owner: str, lease_until: int) -> int:
+        return await self._run(self._renew_idempotent, lease_owner, lease_until)
 
     def _finish_idempotent(
         self, scope: str, key: str, request_hash: str, status: int, ctype: str, body: bytes
