@@ -119,16 +119,35 @@ def test_models_and_idempotency(meta_factory: Callable[[], MetadataStore]) -> No
         assert not await meta.delete_model(q, "ft:x:p::1")
         assert await meta.delete_model(p, "ft:x:p::1")
         rec = IdempotencyRecord("s", "k", "", 10, None, None, None)
-        assert await meta.begin_idempotent(rec) is None
-        pending = await meta.begin_idempotent(rec)
+        assert await meta.begin_idempotent(rec, "A", 20) is None
+        pending = await meta.begin_idempotent(rec, "B", 20)
         assert pending is not None and pending.status_code is None
         await meta.finish_idempotent("s", "k", "h", 200, "application/json", b"{}")
-        done = await meta.begin_idempotent(rec)
+        done = await meta.begin_idempotent(rec, "B", 20)
         assert done is not None and (done.request_hash, done.status_code, done.body) == ("h", 200, b"{}")
         assert await meta.purge_idempotent(11) == 1
-        assert await meta.begin_idempotent(rec) is None
+        assert await meta.begin_idempotent(rec, "A", 20) is None
         await meta.abort_idempotent("s", "k")
-        assert await meta.begin_idempotent(rec) is None
+        assert await meta.begin_idempotent(rec, "A", 20) is None
+
+    run(with_meta(meta_factory, body))
+
+
+def test_idempotency_claims_are_leases(meta_factory: Callable[[], MetadataStore]) -> None:
+    """An in-flight claim lives while its owner renews it; once its lease runs out, a retry takes it over."""
+
+    async def body(meta: MetadataStore) -> None:
+        at = lambda t: IdempotencyRecord("s", "k", "", t, None, None, None)  # noqa: E731
+        assert await meta.begin_idempotent(at(100), "A", 110) is None
+        assert (await meta.begin_idempotent(at(105), "B", 115)) is not None  # A's lease holds
+        assert await meta.renew_idempotent("A", 120) == 1
+        assert (await meta.begin_idempotent(at(115), "B", 125)) is not None  # renewed past 115
+        assert await meta.begin_idempotent(at(121), "B", 131) is None  # A died: B takes over
+        assert await meta.renew_idempotent("A", 140) == 0  # A's renewals no longer reach it
+        assert (await meta.begin_idempotent(at(125), "C", 135)) is not None
+        await meta.finish_idempotent("s", "k", "h", 201, "application/json", b"{}")
+        done = await meta.begin_idempotent(at(500), "C", 510)  # a finished answer never expires by lease
+        assert done is not None and done.status_code == 201
 
     run(with_meta(meta_factory, body))
 
