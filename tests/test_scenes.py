@@ -11,6 +11,7 @@ from typing import Any
 
 from inhouse.config import Images as ImageSettings
 from inhouse.config import ModelEntry, Settings
+from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.layout import PLACES, plan
 from inhouse.services.images import GEN_SIZES, ImageOptions, ImagesService
@@ -65,7 +66,8 @@ def test_pipeline_assembly_links_parts_in_once(tmp_path: Path) -> None:
 
 
 def _service(entries: list[ModelEntry]) -> ImagesService:
-    return ImagesService(ModelsService(None, entries), None, None, ImageSettings(), 1 << 24, b"k")  # type: ignore[arg-type]
+    return ImagesService(ModelsService(None, entries), None, None, ImageSettings(), 1 << 24,  # type: ignore[arg-type]
+                         b"k", ModelExecutors())
 
 
 def test_per_model_steps_guidance_and_native_side() -> None:

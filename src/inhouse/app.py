@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.open()
         await check_bind(settings, svc)
+        gc.freeze()  # what start-up built lives as long as the process: keep it out of full collections
         worker = Worker(svc) if settings.run_worker else None
         task = asyncio.create_task(worker.run()) if worker else None
         background = [asyncio.create_task(unload_idle_models(svc)),
@@ -118,7 +120,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, cap_for=body_caps(settings), stall_seconds=settings.http.body_timeout_seconds)
     app.add_middleware(Authenticate)
-    app.add_middleware(InFlight, limit=settings.http.max_requests)
+    app.add_middleware(InFlight, limit=settings.http.max_requests, send_timeout=settings.http.send_timeout_seconds)
     app.add_middleware(RequestContext)
     return app
 

@@ -50,6 +50,10 @@ class Http(BaseModel):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest wait for the next piece of a request body; else 408 and close."
     )
+    send_timeout_seconds: float = Field(
+        60.0, gt=0, description="A client that reads none of an answer (a stream, a download) for this long is "
+        "disconnected, so it cannot hold a request slot or a model slot."
+    )
     keep_alive_seconds: float = Field(5.0, gt=0, description="An idle keep-alive connection closes after this long.")
     keep_alive_requests: int = Field(1000, ge=1, description="Requests served on one connection before it closes.")
     max_connections: int = Field(
@@ -156,6 +160,8 @@ class FineTuning(BaseModel):
     threads: int = Field(0, description="Torch threads for training and generation; 0 means the number of cores.")
     max_new_tokens: int = Field(512, description="Cap on generated tokens per choice.")
     max_n: int = Field(8, description="Most choices (`n`) per chat or completion request.")
+    max_prompt_items: int = Field(2048, description="Most `messages` in a chat request, or `prompt` strings in a "
+                                  "completions request.")
     max_queued_generations: int = Field(64, description="Generation requests waiting before new ones get 429.")
 
 
@@ -174,6 +180,10 @@ class Images(BaseModel):
     url_ttl_seconds: int = Field(3600, description="Signed image URLs stop working after this long.")
     external_base_url: str = Field("", description="Origin clients reach us at, for image URLs behind a proxy.")
     max_queued: int = Field(4, description="Image requests admitted at once; more get 429 before decoding.")
+    max_buffered_upload_bytes: int = Field(
+        256 * MB, description="Image bytes that edits and variations hold in memory, all requests together (being "
+        "received or in use); a request that would pass it gets 429."
+    )
     idle_unload_seconds: int = Field(900, description="Unload an image pipeline unused this long.")
 
 

@@ -138,9 +138,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def send_400_response(self, msg: str) -> None:
-        if self.transport.is_closing():
-            return  # already answered (431) and closing
-        super().send_400_response(msg)
+        # uvicorn's own 400 for a malformed request is plain text; ours is the OpenAI envelope.
+        self._refuse(400, "Bad Request", msg)
 
     def on_headers_complete(self) -> None:
         self._cancel_head_deadline()

@@ -37,7 +37,7 @@ class Worker:
     async def jobs(self) -> None:
         """Claim jobs one at a time: training takes the cores, so one job per worker process."""
         # Importing the training stack takes seconds; do it once up front, not inside the first job.
-        await asyncio.to_thread(_warm_imports)
+        await self.services.executors.run("training", _warm_imports)
         while not self._stop.is_set():
             try:
                 ran = await self.services.jobs.run_next()

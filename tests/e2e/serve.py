@@ -15,8 +15,10 @@ from tests.harness import free_port
 
 
 class ServeProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 command: list[str] | None = None) -> None:
         self.data_dir = data_dir
+        self.command = command or [sys.executable, "-m", "inhouse.cli", "serve"]
         self.port = port or free_port()
         self.env = {**os.environ, "INHOUSE_DATA_DIR": str(data_dir), "INHOUSE_PORT": str(self.port),
                     "INHOUSE_HOST": "127.0.0.1", **(env or {})}
@@ -30,7 +32,7 @@ class ServeProcess:
     def start(self, timeout: float = 60) -> ServeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "inhouse.cli", "serve"], env=self.env,
+            self.proc = subprocess.Popen(self.command, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -143,3 +143,24 @@ def test_keep_alive_is_bounded_in_time_and_requests(tight: ServerHandle) -> None
     assert b"connection: close" not in answers[0].lower()
     assert b"connection: close" in answers[2].lower()  # the third request is the last on this connection
     assert closed_within(s, 2.0) is not None
+
+
+def test_requests_in_progress_are_capped_and_a_client_that_stops_reading_loses_its_slot(
+        settings_factory: Any) -> None:
+    with start_server(settings_factory(http={"max_requests": 1, "send_timeout_seconds": 1.0})) as server:
+        payload = b"\0" * (32 * 1024 * 1024)
+        fid = httpx2.post(f"{server.base_url}/files", files={"file": ("big.bin", payload)},
+                          data={"purpose": "assistants"}, timeout=60).json()["id"]
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port_of(server)))
+        s.sendall(f"GET /v1/files/{fid}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())  # never read
+        time.sleep(0.3)
+        busy = httpx2.get(f"{server.origin}/healthz")
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json()["error"]["code"] == "server_busy"
+        t0 = time.monotonic()
+        while httpx2.get(f"{server.origin}/healthz").status_code != 200:
+            assert time.monotonic() - t0 < 5, "a client that reads nothing kept its request slot"
+            time.sleep(0.1)
+        assert closed_within(s, 2.0) is not None

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from inhouse.api.deps import ProjectDep, ServicesDep
-from inhouse.engines.causal.generation import CausalEngine
+from inhouse.engines.causal.generation import SamplingParams
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.ids import new_id, now
 from inhouse.schemas.chat import CreateChatCompletionRequest, CreateCompletionRequest
-from inhouse.services.chat import normalize_messages
+from inhouse.services.admission import Slot
+from inhouse.services.chat import ChatService, Encoded, Prompt, Target
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
 FINGERPRINT = "fp_inhouse"
+DONE = b"data: [DONE]\n\n"
 
 
 def _sse(obj: Any) -> bytes:
@@ -28,6 +31,28 @@ def _sse(obj: Any) -> bytes:
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class _HeldStream(StreamingResponse):
+    """An SSE answer that holds its generation slot until its generation is over, or the client is gone: the
+    slot is taken before the 200, so a full house is a 429, never an error frame."""
+
+    def __init__(self, frames: AsyncIterator[bytes], slot: Slot) -> None:
+        super().__init__(self._until_done(frames), media_type="text/event-stream",
+                         headers={"cache-control": "no-cache"})
+        self._slot = slot
+
+    async def _until_done(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for frame in frames:
+            if frame == DONE:
+                self._slot.release()  # free before the client sees [DONE], so its next request is admitted
+            yield frame
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
 
 
 def _error_frame(exc: BaseException) -> bytes:
@@ -45,17 +70,13 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
     if body.logprobs:
         raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
     target = await chat.resolve(project.id, body.model)
-    messages = normalize_messages(body.messages)
+    prompt = chat.chat_prompt(body.messages)
     params, n = chat.params(max_tokens=body.max_completion_tokens or body.max_tokens, default_max=256,
                             temperature=body.temperature, top_p=body.top_p, n=body.n, stop=body.stop,
                             seed=body.seed)
-
-    def prompt(engine: CausalEngine) -> list[int]:
-        return engine.chat_prompt(messages)
-
     cid, created = new_id("chatcmpl"), now()
     if not body.stream:
-        outs, prompt_tokens = await chat.generate(target, prompt, params, n)
+        [(outs, prompt_tokens)] = await chat.generate(target, [prompt], params, n)
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT,
@@ -64,6 +85,7 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                          "logprobs": None, "finish_reason": o.finish_reason} for i, o in enumerate(outs)],
             "usage": _usage(prompt_tokens, sum(o.tokens for o in outs)),
         })
+    slot, [encoded] = await _admit_stream(chat, target, [prompt], params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}
@@ -73,7 +95,7 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
         prompt_tokens = 0
         try:
             for index in range(n):
-                chunks, prompt_tokens = await chat.stream(target, prompt, params)
+                chunks, prompt_tokens = await chat.stream(target, encoded)
                 yield _sse({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                  "logprobs": None, "finish_reason": None}]})
                 async for delta, final in chunks:
@@ -88,16 +110,21 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                 yield _sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion)})
         except Exception as exc:
             yield _error_frame(exc)
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    return _HeldStream(frames(), slot)
 
 
-def _text_prompt(text: str) -> Callable[[CausalEngine], list[int]]:
-    def prompt(engine: CausalEngine) -> list[int]:
-        return engine.text_prompt(text)
-
-    return prompt
+async def _admit_stream(chat: ChatService, target: Target, prompts: list[Prompt],
+                        params: SamplingParams) -> tuple[Slot, list[Encoded]]:
+    """A stream's slot, then its prompts checked and tokenized: both before the 200, so a full house is a 429
+    and a prompt over the context a 400, never an error frame."""
+    slot = chat.admit.acquire()
+    try:
+        return slot, await chat.encode(target, prompts, params)
+    except BaseException:
+        slot.release()
+        raise
 
 
 @router.post("/completions", response_model=None)
@@ -111,6 +138,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     if not prompts:
         raise InvalidRequest("prompt must not be empty.", param="prompt")
+    texts = chat.text_prompts(prompts)
     target = await chat.resolve(project.id, body.model)
     params, n = chat.params(max_tokens=body.max_tokens, default_max=16, temperature=body.temperature,
                             top_p=body.top_p, n=body.n, stop=body.stop, seed=body.seed)
@@ -118,8 +146,8 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
     echo = bool(body.echo)
     if not body.stream:
         choices, prompt_total, completion = [], 0, 0
-        for p_index, text in enumerate(prompts):
-            outs, prompt_tokens = await chat.generate(target, _text_prompt(text), params, n)
+        results = await chat.generate(target, texts, params, n)
+        for p_index, (text, (outs, prompt_tokens)) in enumerate(zip(prompts, results, strict=True)):
             prompt_total += prompt_tokens
             for j, o in enumerate(outs):
                 completion += o.tokens
@@ -128,6 +156,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
         return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": body.model,
                              "system_fingerprint": FINGERPRINT, "choices": choices,
                              "usage": _usage(prompt_total, completion)})
+    slot, encoded = await _admit_stream(chat, target, texts, params)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}
@@ -135,10 +164,10 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
     async def frames() -> AsyncIterator[bytes]:
         prompt_total, completion = 0, 0
         try:
-            for p_index, text in enumerate(prompts):
+            for p_index, (text, enc) in enumerate(zip(prompts, encoded, strict=True)):
                 for j in range(n):
                     index = p_index * n + j
-                    chunks, prompt_tokens = await chat.stream(target, _text_prompt(text), params)
+                    chunks, prompt_tokens = await chat.stream(target, enc)
                     prompt_total += prompt_tokens
                     if echo:
                         yield _sse({**base, "choices": [{"text": text, "index": index, "logprobs": None,
@@ -155,6 +184,6 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
                 yield _sse({**base, "choices": [], "usage": _usage(prompt_total, completion)})
         except Exception as exc:
             yield _error_frame(exc)
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    return _HeldStream(frames(), slot)

@@ -65,6 +65,10 @@ def status_of(exc: InhouseError) -> int:
     return 400
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def envelope(
     status: int,
     message: str,
@@ -78,6 +82,9 @@ def envelope(
     out = dict(headers or {})
     if request_id:
         out["x-request-id"] = request_id
+    # Messages and params may quote the client; a lone surrogate in them must not fail the error answer itself.
+    message = _encodable(message)
+    param = None if param is None else _encodable(param)
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=out)
 

@@ -23,9 +23,18 @@ def expires_after_of(form: Form) -> ExpiresAfter | None:
         return None
     if anchor is None:
         raise InvalidRequest("Missing required parameter: 'expires_after[anchor]'.", param="expires_after[anchor]")
-    if seconds is None or not seconds.strip().lstrip("-").isdigit():
+    value = form.integer("expires_after[seconds]")
+    if value is None:
         raise InvalidRequest("expires_after[seconds] must be an integer.", param="expires_after[seconds]")
-    return ExpiresAfter(anchor, int(seconds))
+    return ExpiresAfter(anchor, value)
+
+
+def purpose_of(form: Form) -> str | None:
+    # The content was checked for the purpose known when the file arrived; a second, different purpose
+    # must not slip past its own checks.
+    if len(set(form.fields.get("purpose", []))) > 1:
+        raise InvalidRequest("'purpose' was sent more than once, with different values.", param="purpose")
+    return form.get("purpose")
 
 
 @router.post("/files")
@@ -51,11 +60,11 @@ async def create_file(request: Request, project: ProjectDep, services: ServicesD
     if intake is None:
         raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     try:
-        expires = expires_after_of(form)
+        purpose, expires = purpose_of(form), expires_after_of(form)
     except BaseException:
         await intake.abort()
         raise
-    rec = await intake.finish(filename, form.get("purpose"), expires)
+    rec = await intake.finish(filename, purpose, expires)
     return OpenAIFile.of(rec)
 
 

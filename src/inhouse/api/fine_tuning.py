@@ -6,13 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.schemas.common import valid_unicode
 from inhouse.schemas.fine_tuning import checkpoint_object, event_object, job_object
 
 router = APIRouter(tags=["fine_tuning"])
 
-JobBody = Annotated[dict[str, Any], Body()]
+JobBody = Annotated[dict[str, Any], BeforeValidator(valid_unicode), Body()]
 
 
 @router.post("/fine_tuning/jobs")

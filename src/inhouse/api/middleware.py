@@ -35,11 +35,15 @@ class RequestContext:
 
 
 class InFlight:
-    """Caps requests in progress; the next gets 503 with Retry-After. Idle connections never count."""
+    """Caps requests in progress; the next gets 503 with Retry-After. Idle connections never count.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    A request is in progress until its answer is sent; a client that stops reading it (the server's send
+    blocks on a full socket) for `send_timeout` is cut off, so it cannot keep a slot, here or in a model."""
+
+    def __init__(self, app: ASGIApp, limit: int, send_timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.send_timeout = send_timeout
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -52,9 +56,13 @@ class InFlight:
                                 headers={"retry-after": "1", "retry-after-ms": "1000"})
             await response(scope, receive, send)
             return
+        async def bounded_send(message: Message) -> None:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+
         self.active += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, bounded_send)
         finally:
             self.active -= 1
 

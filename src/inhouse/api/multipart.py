@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -18,6 +19,10 @@ class Sink(Protocol):
     async def abort(self) -> None: ...
 
 
+# ASCII digits only (str.isdigit() takes "²" and "١"), and few enough that int() is cheap and cannot refuse.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 @dataclass
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
@@ -25,6 +30,16 @@ class Form:
     def get(self, name: str) -> str | None:
         values = self.fields.get(name)
         return values[-1] if values else None
+
+    def integer(self, name: str) -> int | None:
+        """The field as an integer, None when absent; anything but an optional '-' and ASCII digits is a 400."""
+        value = self.get(name)
+        if value is None:
+            return None
+        text = value.strip()
+        if not _INTEGER.fullmatch(text):
+            raise InvalidRequest(f"{name} must be an integer.", param=name)
+        return int(text)
 
 
 # on_file(field name, filename, fields seen so far) -> where its bytes go, or None to refuse the part.
@@ -86,7 +101,10 @@ async def read_form(
     if ctype != b"multipart/form-data" or not boundary:
         raise InvalidRequest("The request body must be multipart/form-data with a boundary.", param=None)
     events = _Events()
-    parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
+    try:
+        parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
+    except FormParserError as exc:  # a boundary longer than the parser takes
+        raise InvalidRequest(f"Malformed multipart body: {exc}") from None
     form = Form()
     opened: list[Sink] = []
     sink: Sink | None = None
@@ -141,7 +159,7 @@ async def read_form(
         await handle()
         if not events.ended:
             raise InvalidRequest("The multipart body ended before its closing boundary.")
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         await _abort(opened)
         raise InvalidRequest(f"Malformed multipart body: {exc}") from None
     except ClientDisconnect:
@@ -161,13 +179,17 @@ async def _abort(sinks: list[Sink]) -> None:
 class MemorySink:
     """Collects a small file part in memory, refusing past `cap` bytes (the caller's own limit applies after)."""
 
-    def __init__(self, cap: int, param: str, tally: list[int] | None = None, total_cap: int | None = None) -> None:
+    def __init__(self, cap: int, param: str, tally: list[int] | None = None, total_cap: int | None = None,
+                 charge: Callable[[int], None] | None = None) -> None:
         self.cap, self.param = cap, param
         self.tally, self.total_cap = tally, total_cap
+        self.charge = charge  # told of every byte before it is kept; may refuse it by raising
         self.parts: list[bytes] = []
         self.size = 0
 
     async def write(self, data: bytes) -> None:
+        if self.charge is not None:
+            self.charge(len(data))
         self.size += len(data)
         if self.tally is not None:
             self.tally[0] += len(data)

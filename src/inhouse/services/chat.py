@@ -8,13 +8,15 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
 from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
+from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InvalidRequest
 from inhouse.services.admission import Admission
@@ -56,8 +58,9 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     out = []
     for i, m in enumerate(messages):
         role = m.get("role")
-        if role not in ROLES:
-            raise InvalidRequest(f"Invalid value for 'messages[{i}].role': {role!r}.", param=f"messages[{i}].role")
+        if not isinstance(role, str) or role not in ROLES:  # a list or dict role is unhashable
+            raise InvalidRequest(f"Invalid value for 'messages[{i}].role': {role!r:.80}.",
+                                 param=f"messages[{i}].role")
         if role == "tool" and not m.get("tool_call_id"):
             raise InvalidRequest(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
                                  param=f"messages[{i}].tool_call_id")
@@ -65,18 +68,45 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt before tokenizing: its size is known, so an oversized one is refused without tokenizing."""
+
+    param: str  # where it came from: "messages" or "prompt"
+    chars: int
+    render: Callable[[CausalEngine], list[int]]  # blocking: tokenizes
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    params: SamplingParams  # max_new_tokens cut to the room the prompt leaves in the context
+
+
+def _context_exceeded(engine: CausalEngine, prompt: Prompt, tokens: int | None) -> InvalidRequest:
+    got = (f"your {prompt.param} resulted in {tokens} tokens" if tokens is not None
+           else f"your {prompt.param} hold {prompt.chars} characters, far more than fit in it")
+    return InvalidRequest(f"This model's maximum context length is {engine.context} tokens. However, {got}. "
+                          f"Please reduce the length of the {prompt.param}.", param=prompt.param,
+                          code="context_length_exceeded")
+
+
 class ChatService:
     def __init__(self, models: ModelsService, meta: MetadataStore, blobs: BlobStore,
                  engines: ModelRegistry[CausalEngine], full_engines: ModelRegistry[CausalEngine],
-                 settings: FineTuningSettings, loop_holder: dict[str, asyncio.AbstractEventLoop]) -> None:
+                 settings: FineTuningSettings, loop_holder: dict[str, asyncio.AbstractEventLoop],
+                 executors: ModelExecutors) -> None:
         self.models = models
         self.meta = meta
         self.blobs = blobs
         self.engines = engines
         self.full_engines = full_engines
         self.settings = settings
+        # generate() takes a slot itself; a streamed answer takes one before its 200 (api/chat.py) and holds
+        # it until the last frame, since its generation outlives the handler.
         self.admit = Admission(lambda: self.settings.max_queued_generations,
                                "Too many generation requests are waiting; retry shortly.", 2.0)
+        self.executors = executors
         self._full: dict[str, bool] = {}
         self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
 
@@ -136,6 +166,41 @@ class ChatService:
             raise InvalidRequest("stop takes at most 4 non-empty strings.", param="stop")
         return SamplingParams(min(max_tokens or default_max, cap), t, p, tuple(stops), seed), count
 
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        cap = self.settings.max_prompt_items
+        if len(messages) > cap:
+            raise InvalidRequest(f"messages holds {len(messages)} messages; at most {cap} are allowed.",
+                                 param="messages")
+        normalized = normalize_messages(messages)
+        return Prompt("messages", sum(len(m["content"]) for m in normalized),
+                      lambda engine: engine.chat_prompt(normalized))
+
+    def text_prompts(self, prompts: list[str]) -> list[Prompt]:
+        cap = self.settings.max_prompt_items
+        if len(prompts) > cap:
+            raise InvalidRequest(f"prompt holds {len(prompts)} prompts; at most {cap} are allowed.", param="prompt")
+
+        def render(text: str) -> Callable[[CausalEngine], list[int]]:
+            return lambda engine: engine.text_prompt(text)
+
+        return [Prompt("prompt", len(text), render(text)) for text in prompts]
+
+    async def encode(self, target: Target, prompts: list[Prompt], params: SamplingParams) -> list[Encoded]:
+        """Every prompt checked against the model's context (by size first, then tokenized off the event loop),
+        before any is generated from. Call it holding an admission slot: it loads the model and tokenizes."""
+        engine = await self._registry(target).get(target.entry)
+        for prompt in prompts:
+            if prompt.chars > engine.max_prompt_chars:
+                raise _context_exceeded(engine, prompt, None)
+        out = []
+        for prompt in prompts:
+            ids = await asyncio.to_thread(prompt.render, engine)
+            if len(ids) >= engine.context:
+                raise _context_exceeded(engine, prompt, len(ids))
+            room = min(params.max_new_tokens, engine.context - len(ids))
+            out.append(Encoded(ids, replace(params, max_new_tokens=room)))
+        return out
+
     def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
         if target.adapter_key is None:
             return None
@@ -144,31 +209,35 @@ class ChatService:
 
         return key, lambda: asyncio.run_coroutine_threadsafe(self.read_blob(key), loop).result()
 
-    async def generate(self, target: Target, prompt: Callable[[CausalEngine], list[int]], params: SamplingParams,
-                       n: int) -> tuple[list[Generated], int]:
+    async def generate(self, target: Target, prompts: list[Prompt], params: SamplingParams,
+                       n: int) -> list[tuple[list[Generated], int]]:
+        """`n` choices for each prompt, with its prompt token count; every prompt is checked before any runs."""
         with self.admit():
+            encoded = await self.encode(target, prompts, params)
             engine = await self._registry(target).get(target.entry)
-            ids = prompt(engine)
             adapter = self._adapter(target)
-            engine.busy += 1
-            try:
-                out = await asyncio.to_thread(engine.generate, ids, params, n, adapter)
-            finally:
-                engine.busy -= 1
-                engine.last_used = time.monotonic()
-            return out, len(ids)
+            results = []
+            for enc in encoded:
+                engine.busy += 1
+                try:
+                    out = await self.executors.run("chat", engine.generate, enc.ids, enc.params, n, adapter)
+                finally:
+                    engine.busy -= 1
+                    engine.last_used = time.monotonic()
+                results.append((out, len(enc.ids)))
+            return results
 
-    async def stream(self, target: Target, prompt: Callable[[CausalEngine], list[int]],
-                     params: SamplingParams) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
-        with self.admit():
-            engine = await self._registry(target).get(target.entry)
-        ids = prompt(engine)
+    async def stream(self, target: Target, prompt: Encoded) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
+        """One streamed choice of a prompt from encode(); the caller holds a slot of self.admit for the whole
+        stream."""
+        engine = await self._registry(target).get(target.entry)
+        ids, params = prompt.ids, prompt.params
         adapter = self._adapter(target)
 
         async def chunks() -> AsyncIterator[tuple[str, Generated | None]]:
             engine.busy += 1
             try:
-                async for item in _in_thread(lambda: engine.stream(ids, params, adapter)):
+                async for item in _in_thread(lambda: engine.stream(ids, params, adapter), self.executors.pool("chat")):
                     yield item
             finally:
                 engine.busy -= 1
@@ -177,10 +246,12 @@ class ChatService:
         return chunks(), len(ids)
 
 
-async def _in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Drive a blocking iterator on a thread, handing items to the event loop through a bounded queue."""
+async def _in_thread(make: Callable[[], Iterator[T]], pool: Executor) -> AsyncIterator[T]:
+    """Drive a blocking iterator on a thread of `pool`, handing items to the event loop through a queue."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=64)
+    # Unbounded on purpose: a choice yields at most max_new_tokens items, and a full queue would let a client
+    # that stops reading hold a model thread and the engine's lock for as long as it likes.
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     cancelled = threading.Event()
 
     def pump() -> None:
@@ -194,7 +265,7 @@ async def _in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(queue.put(("error", exc)), loop).result()
 
-    task = loop.run_in_executor(None, pump)
+    task = loop.run_in_executor(pool, pump)
     try:
         while True:
             kind, value = await queue.get()

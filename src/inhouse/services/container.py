@@ -9,6 +9,7 @@ from inhouse.config import ModelEntry, Settings
 from inhouse.engines.causal.generation import CausalEngine
 from inhouse.engines.causal.loading import model_dir
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions
+from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.pipelines import DiffusionEngine
 from inhouse.engines.registry import ModelRegistry, embedding_registry
@@ -18,12 +19,13 @@ from inhouse.services.files import FilesService
 from inhouse.services.fine_tuning import FineTuningService
 from inhouse.services.fine_tuning_runner import JobRunner
 from inhouse.services.idempotency import IdempotencyService
-from inhouse.services.images import ImagesService, load_secret
+from inhouse.services.images import ImagesService
 from inhouse.services.keys import KeysService
 from inhouse.services.maintenance import MaintenanceService
 from inhouse.services.models import ModelsService
 from inhouse.services.uploads import UploadsService
 from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.secret_file import load_or_create_secret
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Services:
     fine_tuning: FineTuningService
     jobs: JobRunner
     images: ImagesService
+    executors: ModelExecutors  # model work's own thread pools, apart from the I/O pool
 
     @classmethod
     def build(cls, settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Services:
@@ -51,6 +54,7 @@ class Services:
         uploads = UploadsService(meta, blobs, files, settings.limits)
         idempotency = IdempotencyService(meta)
         models = ModelsService(meta, settings.all_models())
+        executors = ModelExecutors()
         emb = settings.embeddings
         engines = embedding_registry(
             EmbeddingOptions(
@@ -62,13 +66,14 @@ class Services:
                 cache_dir=settings.data_dir / "cache",
             ),
             idle_unload_s=emb.idle_unload_seconds,
+            executor=lambda: executors.pool("embeddings"),
         )
         ft = settings.fine_tuning
 
         def load_causal(entry: ModelEntry) -> CausalEngine:
             return CausalEngine(model_dir(entry, settings.data_dir / "models"), ft.threads)
 
-        chat_engines = ModelRegistry("chat", load_causal, emb.idle_unload_seconds)
+        chat_engines = ModelRegistry("chat", load_causal, emb.idle_unload_seconds, lambda: executors.pool("chat"))
         loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
 
         def load_full_model(entry: ModelEntry) -> CausalEngine:
@@ -77,15 +82,17 @@ class Services:
             weights = asyncio.run_coroutine_threadsafe(chat.read_blob(entry.id), loop_holder["loop"]).result()
             return CausalEngine(model_dir(base, settings.data_dir / "models"), ft.threads, weights)
 
-        full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds)
-        chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder)
+        full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds,
+                                     lambda: executors.pool("chat"))
+        chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder, executors)
 
         def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
             return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), ft.threads, entry.plan_relations)
 
-        images = ImagesService(models, ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds),
-                               blobs, settings.images, settings.limits.max_image_pixels,
-                               load_secret(settings.data_dir / "secrets" / "image-urls.key"))
+        image_engines = ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds,
+                                      lambda: executors.pool("images"))
+        images = ImagesService(models, image_engines, blobs, settings.images, settings.limits.max_image_pixels,
+                               load_or_create_secret(settings.data_dir / "secrets" / "image-urls.key"), executors)
         return cls(
             settings=settings,
             meta=meta,
@@ -98,12 +105,13 @@ class Services:
             maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds,
                                            settings.images.url_ttl_seconds),
             embedding_engines=engines,
-            embeddings=EmbeddingsService(models, engines, emb),
+            embeddings=EmbeddingsService(models, engines, emb, executors),
             chat_engines=chat_engines,
             chat=chat,
             fine_tuning=FineTuningService(meta, models),
-            jobs=JobRunner(settings, meta, blobs, files, models),
+            jobs=JobRunner(settings, meta, blobs, files, models, executors),
             images=images,
+            executors=executors,
         )
 
     async def open(self) -> None:
@@ -117,5 +125,6 @@ class Services:
         await self.chat_engines.close()
         await self.chat.full_engines.close()
         await self.images.engines.close()
+        self.executors.shutdown()  # after the engines, whose close runs on these pools
         await self.blobs.close()
         await self.meta.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,6 +12,7 @@ from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import FloatArray
 from inhouse.engines.embeddings.engine import EmbeddingEngine
 from inhouse.engines.embeddings.openai_tokens import OpenAITokenIds
+from inhouse.engines.executors import ModelExecutors
 from inhouse.errors import InvalidRequest
 from inhouse.services.models import ModelsService, model_not_found
 
@@ -38,8 +38,10 @@ def _bad_input(message: str) -> InvalidRequest:
 
 
 class EmbeddingsService:
-    def __init__(self, models: ModelsService, engines: EngineSource, settings: EmbeddingSettings) -> None:
+    def __init__(self, models: ModelsService, engines: EngineSource, settings: EmbeddingSettings,
+                 executors: ModelExecutors) -> None:
         self.models = models
+        self.executors = executors
         self.engines = engines
         self.settings = settings
         self.token_ids = OpenAITokenIds()
@@ -124,7 +126,7 @@ class EmbeddingsService:
             if size <= _INLINE_CHARS:
                 ids = self._prepare(engine, texts, arrays)
             else:
-                ids = await asyncio.to_thread(self._prepare, engine, texts, arrays)
+                ids = await self.executors.run("embeddings", self._prepare, engine, texts, arrays)
             vectors = await engine.embed(ids)
         if dimensions is not None and dimensions < vectors.shape[1]:
             vectors = vectors[:, :dimensions]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
-from inhouse.services.checks import ContentCheck, ImageCheck, JsonlCheck
+from inhouse.services.checks import ContentCheck, ImageCheck, JsonlCheck, OffLoop
 from inhouse.services.filenames import sanitize_filename
 from inhouse.storage.base import BlobStore, BlobWriter, MetadataStore, Order
 from inhouse.storage.records import FileRecord, Page
@@ -79,7 +79,7 @@ class FileIntake:
                                   code="file_too_large")
         try:
             if self._check is not None:
-                self._check.feed(data)
+                await self._check.feed(data)
             await self._writer.write(data)
         except InvalidRequest:
             await self.abort()
@@ -104,16 +104,11 @@ class FileIntake:
         try:
             final_purpose = check_purpose(purpose if purpose is not None else self._purpose)
             expires = check_expires_after(expires_after)
-            if self._purpose is None:
-                # The purpose arrived after the bytes: check what we could not check while streaming.
-                if self._size > self._service.size_cap(final_purpose):
-                    raise RequestTooLarge("File is larger than the limit for its purpose.", param="file")
-                self._check = self._service.content_check(final_purpose)
-                if self._check is not None:
-                    async for chunk in self._service.blobs.read(file_blob_key(self.file_id)):
-                        self._check.feed(chunk)
+            late = self._purpose is None  # the purpose arrived after the bytes (curl's usual order)
+            if late and self._size > self._service.size_cap(final_purpose):
+                raise RequestTooLarge("File is larger than the limit for its purpose.", param="file")
             if self._check is not None:
-                self._check.close()
+                await self._check.close()
         except BaseException:
             await self.abort()
             raise
@@ -123,9 +118,27 @@ class FileIntake:
             self._done = True
             raise storage_failure(exc) from exc
         self._done = True
+        if late:
+            await self._check_committed(final_purpose)
         return self._service.build_record(
             self.file_id, self._project_id, size, sha256, filename, final_purpose, expires
         )
+
+    async def _check_committed(self, purpose: str) -> None:
+        """Check bytes that streamed in before their purpose was known. They can be read back only once
+        committed (the temporary is the writer's alone), so a failed check deletes the blob again; no row
+        names it yet, and a crash in between leaves an orphan the sweeper removes."""
+        check = self._service.content_check(purpose)
+        if check is None:
+            return
+        key = file_blob_key(self.file_id)
+        try:
+            async for chunk in self._service.blobs.read(key):
+                await check.feed(chunk)
+            await check.close()
+        except BaseException:
+            await self._service.blobs.delete(key)
+            raise
 
 
 class FilesService:
@@ -140,12 +153,16 @@ class FilesService:
             return min(self.limits.max_batch_file_bytes, self.limits.max_file_bytes)
         return self.limits.max_file_bytes
 
-    def content_check(self, purpose: str | None) -> ContentCheck | None:
+    def content_check(self, purpose: str | None) -> OffLoop | None:
+        """The content check for `purpose`, run off the event loop (it parses JSON, or decodes an image)."""
+        check: ContentCheck
         if purpose in ("fine-tune", "batch"):
-            return JsonlCheck(self.limits.max_jsonl_line_bytes)
-        if purpose == "vision":
-            return ImageCheck(VISION_MAX_BYTES, self.limits.max_image_pixels)
-        return None
+            check = JsonlCheck(self.limits.max_jsonl_line_bytes)
+        elif purpose == "vision":
+            check = ImageCheck(VISION_MAX_BYTES, self.limits.max_image_pixels)
+        else:
+            return None
+        return OffLoop(check)
 
     def begin_create(self, project_id: str, purpose: str | None) -> FileIntake:
         return FileIntake(self, project_id, purpose)
@@ -223,4 +240,18 @@ class FilesService:
 
     async def content(self, project_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:
         rec = await self.retrieve(project_id, file_id)
-        return rec, self.blobs.read(file_blob_key(file_id))
+        body = self.blobs.read(file_blob_key(file_id))
+        # The blob is opened here, before any header goes out: a delete that won the race is a 404, and once
+        # open the bytes stay readable to the end, whatever a delete does meanwhile.
+        try:
+            first = await anext(body, b"")
+        except FileNotFoundError:
+            raise NotFound(f"No such File object: {file_id}", param="id") from None
+        return rec, _prepend(first, body)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk

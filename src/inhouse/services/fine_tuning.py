@@ -86,6 +86,76 @@ def _check_hp(hp: Any, method: str, param: str) -> dict[str, Any]:
     return {k: hp[k] for k in ("batch_size", "n_epochs", "learning_rate_multiplier", "beta") if k in hp}
 
 
+# Caps on what a job stores and echoes back: OpenAI's for metadata and the integrations list, Weights &
+# Biases' own for tag length, ours (generous) for the other W&B strings and the number of tags.
+MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+MAX_INTEGRATIONS, MAX_WANDB_CHARS, MAX_WANDB_TAGS, MAX_WANDB_TAG_CHARS = 5, 256, 32, 64
+_WANDB_KEYS = ("project", "name", "entity", "tags")
+
+
+def check_metadata(value: Any, param: str = "metadata") -> dict[str, str] | None:
+    """OpenAI's Metadata: at most 16 string keys of up to 64 characters, string values of up to 512."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{param} must be an object of string keys and values.", param=param)
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidRequest(f"{param} has {len(value)} keys; at most {MAX_METADATA_KEYS} are allowed.", param=param)
+    for k, v in value.items():
+        if len(k) > MAX_METADATA_KEY_CHARS:
+            raise InvalidRequest(f"{param} keys must be at most {MAX_METADATA_KEY_CHARS} characters.", param=param)
+        if not isinstance(v, str):
+            raise InvalidRequest(f"{param} values must be strings.", param=param)
+        if len(v) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidRequest(f"{param} values must be at most {MAX_METADATA_VALUE_CHARS} characters.",
+                                 param=param)
+    return dict(value)
+
+
+def _known_keys(value: dict[str, Any], known: tuple[str, ...], param: str) -> None:
+    extra = next((k for k in value if k not in known), None)
+    if extra is not None:
+        raise InvalidRequest(f"Unrecognized key {extra[:64]!r} in {param}.", param=param)
+
+
+def _wandb_text(wandb: dict[str, Any], key: str, param: str, required: bool) -> None:
+    value = wandb.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_WANDB_CHARS:
+        raise InvalidRequest(f"{param}.{key} must be a string of 1 to {MAX_WANDB_CHARS} characters.",
+                             param=f"{param}.{key}")
+
+
+def check_integrations(value: Any) -> list[dict[str, Any]] | None:
+    """At most 5 W&B integrations, each in the spec's shape with capped strings; stored as sent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_INTEGRATIONS:
+        raise InvalidRequest(f"integrations must be a list of at most {MAX_INTEGRATIONS} items.",
+                             param="integrations")
+    for i, item in enumerate(value):
+        where = f"integrations[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{where} must be an object.", param=where)
+        if item.get("type") != "wandb":
+            raise InvalidRequest(f"{where}.type must be 'wandb'.", param=f"{where}.type")
+        _known_keys(item, ("type", "wandb"), where)
+        wandb = item.get("wandb")
+        if not isinstance(wandb, dict):
+            raise InvalidRequest(f"{where}.wandb must be an object with a 'project'.", param=f"{where}.wandb")
+        _known_keys(wandb, _WANDB_KEYS, f"{where}.wandb")
+        _wandb_text(wandb, "project", f"{where}.wandb", required=True)
+        _wandb_text(wandb, "name", f"{where}.wandb", required=False)
+        _wandb_text(wandb, "entity", f"{where}.wandb", required=False)
+        tags = wandb.get("tags")
+        if tags is not None and (not isinstance(tags, list) or len(tags) > MAX_WANDB_TAGS or not all(
+                isinstance(t, str) and 1 <= len(t) <= MAX_WANDB_TAG_CHARS for t in tags)):
+            raise InvalidRequest(f"{where}.wandb.tags must be a list of at most {MAX_WANDB_TAGS} strings of 1 to "
+                                 f"{MAX_WANDB_TAG_CHARS} characters.", param=f"{where}.wandb.tags")
+    return value
+
+
 def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", value)
 
@@ -155,15 +225,8 @@ class FineTuningService:
         else:
             method_type = "supervised"
             hp = _check_hp(body.get("hyperparameters"), "supervised", "hyperparameters")  # deprecated form
-        integrations = body.get("integrations")
-        if integrations is not None and (not isinstance(integrations, list) or len(integrations) > 5):
-            raise InvalidRequest("integrations must be a list of at most 5 items.", param="integrations")
-        metadata = body.get("metadata")
-        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16 or not all(
-                isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-                for k, v in metadata.items())):
-            raise InvalidRequest("metadata must map at most 16 keys (64 chars) to strings (512 chars).",
-                                 param="metadata")
+        integrations = check_integrations(body.get("integrations"))
+        metadata = check_metadata(body.get("metadata"))
         # Extension (not in OpenAI's API): {"inhouse": {"full_fine_tuning": true}} trains every weight
         # instead of a LoRA adapter; send it with the SDK's extra_body.
         ext = body.get("inhouse") or {}
@@ -199,6 +262,8 @@ class FineTuningService:
                    metadata: dict[str, str] | None, no_metadata: bool) -> Page[FineTuningJobRecord]:
         if not 1 <= limit <= 100:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+        if metadata is not None and len(metadata) > 16:  # a job holds at most 16 keys
+            raise InvalidRequest("At most 16 metadata filters may be given.", param="metadata")
         return await self.meta.list_jobs(project.id, after=after, limit=limit, metadata=metadata,
                                          no_metadata=no_metadata)
 
@@ -227,7 +292,9 @@ class FineTuningService:
                                 "Fine-tuning job paused", "pause")
 
     async def resume(self, project: Project, job_id: str) -> FineTuningJobRecord:
-        return await self._move(project, job_id, ("paused",), {"status": "queued"},
+        # attempts bounds claims lost to crashes in a row; the claims a pause ended were not crashes, so a
+        # resumed job starts its count again (else a few pause/resume cycles would fail it).
+        return await self._move(project, job_id, ("paused",), {"status": "queued", "attempts": 0},
                                 "Fine-tuning job resumed", "resume")
 
     async def events(self, project: Project, job_id: str, *, after: str | None,

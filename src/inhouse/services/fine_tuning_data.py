@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from inhouse.services.checks import HOP_BYTES, LineSplitter, LineTooLong, json_dict
+
 MIN_EXAMPLES = 10
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MESSAGE_KEYS = {"role", "content", "name", "function_call", "tool_calls", "weight", "tool_call_id", "refusal"}
@@ -24,21 +26,8 @@ class DataInvalid(Exception):
 @dataclass(frozen=True)
 class Dataset:
     kind: str  # "chat", "completion" or "preference"
-    examples: list[dict[str, Any]]
-
-
-async def lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
-    buf = b""
-    async for chunk in chunks:
-        buf += chunk
-        while (nl := buf.find(b"\n")) >= 0:
-            yield buf[:nl]
-            buf = buf[nl + 1 :]
-        if len(buf) > max_line:
-            yield buf  # over-long: the parser rejects it by size
-            buf = b""
-    if buf:
-        yield buf
+    count: int
+    examples: list[dict[str, Any]]  # empty unless asked to keep them
 
 
 def _content_ok(content: Any) -> bool:
@@ -134,8 +123,9 @@ def kind_of(ex: dict[str, Any]) -> str:
 
 
 async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str, max_line: int,
-                        min_examples: int) -> Dataset:
-    """Examples of one file, or DataInvalid naming the first bad one."""
+                        min_examples: int, keep: bool = True) -> Dataset:
+    """Examples of one file, or DataInvalid naming the first bad one. With keep=False only the count is
+    kept, so checking a file takes memory bounded by its longest line, whatever its size."""
     label = "training file" if param == "training_file" else "validation file"
 
     def bad(why: str) -> DataInvalid:
@@ -143,58 +133,69 @@ async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str
                            f"The job failed due to an invalid {label}. {why}", param)
 
     examples: list[dict[str, Any]] = []
+    splitter = LineSplitter(max_line)
     state: dict[str, Any] = {"kind": None, "n": 0}
 
-    def check_batch(batch: list[bytes]) -> None:
-        """JSON parsing and checks, run on a worker thread a batch at a time: a big file must not stall
-        the event loop the embedded server shares with the worker."""
-        for raw in batch:
-            if not raw.strip():
-                continue
-            state["n"] += 1
-            n = state["n"]
-            if len(raw) > max_line:
-                raise bad(f"Invalid file format. Example {n} is longer than {max_line} bytes.")
-            try:
-                ex = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                raise bad(f"Invalid file format. Example {n} cannot be parsed. Error: {str(exc)[:120]}") from None
-            if not isinstance(ex, dict):
-                raise bad(f"Invalid file format. Example {n} is not a JSON object.")
-            this = kind_of(ex)
-            kind = state["kind"] = state["kind"] or this
-            if this != kind:
-                raise bad(f"Invalid file format. Example {n} is in the {this} format, but the file starts in the "
-                          f"{kind} format.")
-            try:
-                if kind == "preference":
-                    examples.append(check_preference(ex, n))
-                elif kind == "completion":
-                    examples.append(check_completion(ex, n))
-                else:
-                    examples.append(check_chat(ex, n))
-            except ValueError as exc:
-                message = str(exc)
-                raise bad(message if message.startswith("Invalid") else f"Invalid file format. {message}") from None
+    def check(raw: bytes) -> None:
+        if not raw.strip():
+            return
+        state["n"] += 1
+        n = state["n"]
+        try:
+            ex = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"), object_pairs_hook=json_dict)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise bad(f"Invalid file format. Example {n} cannot be parsed. Error: {str(exc)[:120]}") from None
+        if not isinstance(ex, dict):
+            raise bad(f"Invalid file format. Example {n} is not a JSON object.")
+        this = kind_of(ex)
+        kind = state["kind"] = state["kind"] or this
+        if this != kind:
+            raise bad(f"Invalid file format. Example {n} is in the {this} format, but the file starts in the "
+                      f"{kind} format.")
+        try:
+            if kind == "preference":
+                example = check_preference(ex, n)
+            elif kind == "completion":
+                example = check_completion(ex, n)
+            else:
+                example = check_chat(ex, n)
+        except ValueError as exc:
+            message = str(exc)
+            raise bad(message if message.startswith("Invalid") else f"Invalid file format. {message}") from None
+        if keep:
+            examples.append(example)
+
+    def check_batch(batch: list[bytes], last: bool) -> None:
+        """Splitting, JSON parsing and checks, on a worker thread ~1 MiB at a time: a big file must not stall
+        the event loop the embedded server shares with the worker, and a hop per line would cost too much."""
+        try:
+            for data in batch:
+                for raw in splitter.feed(data):
+                    check(raw)
+            if last:
+                for raw in splitter.close():
+                    check(raw)
+        except LineTooLong:
+            raise bad(f"Invalid file format. Example {state['n'] + 1} is longer than {max_line} bytes.") from None
 
     batch: list[bytes] = []
     size = 0
-    async for raw in lines(chunks, max_line):
-        batch.append(raw)
-        size += len(raw)
-        if len(batch) >= 2000 or size >= 8 * 1024 * 1024:
-            await asyncio.to_thread(check_batch, batch)
+    async for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= HOP_BYTES:
+            await asyncio.to_thread(check_batch, batch, False)
             batch, size = [], 0
-    if batch:
-        await asyncio.to_thread(check_batch, batch)
+    await asyncio.to_thread(check_batch, batch, True)
     kind = state["kind"]
     if method == "dpo" and kind not in (None, "preference"):
         raise bad("Invalid file format. DPO needs the preference format: 'input', 'preferred_output' and "
                   "'non_preferred_output'.")
     if method == "supervised" and kind == "preference":
         raise bad("Invalid file format. The preference format needs method type 'dpo'.")
-    if len(examples) < min_examples:
+    count = state["n"]
+    if count < min_examples:
         raise DataInvalid("invalid_n_examples",
-                          f"{label.capitalize()} has {len(examples)} example(s), but must have at least "
+                          f"{label.capitalize()} has {count} example(s), but must have at least "
                           f"{min_examples} examples", param)
-    return Dataset(kind or "chat", examples)
+    return Dataset(kind or "chat", count, examples)

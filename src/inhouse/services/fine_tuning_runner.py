@@ -21,6 +21,7 @@ from inhouse.config import Settings
 from inhouse.engines.causal.data import encode_preference, encode_sft
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
 from inhouse.engines.causal.training import Resume, Stopped, TrainSpec, steps_per_epoch, train
+from inhouse.engines.executors import ModelExecutors
 from inhouse.ids import new_id, now
 from inhouse.services.files import FilesService, file_blob_key
 from inhouse.services.fine_tuning import event, model_name, resolve
@@ -50,8 +51,9 @@ class _Run:
 
 class JobRunner:
     def __init__(self, settings: Settings, meta: MetadataStore, blobs: BlobStore, files: FilesService,
-                 models: ModelsService, clock: Callable[[], int] = now) -> None:
+                 models: ModelsService, executors: ModelExecutors, clock: Callable[[], int] = now) -> None:
         self.settings = settings
+        self.executors = executors
         self.cfg = settings.fine_tuning
         self.meta = meta
         self.blobs = blobs
@@ -61,13 +63,25 @@ class JobRunner:
         self.owner = f"worker-{secrets.token_hex(6)}"
 
     # -- helpers ------------------------------------------------------------------------------------------
-    async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int) -> Dataset:
+    async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int,
+                       keep: bool) -> Dataset:
         f = await self.meta.get_file(job.project_id, file_id, self.clock())
         if f is None:
             raise DataInvalid("invalid_" + param, f"The {param.replace('_', ' ')} {file_id} no longer exists.", param)
         return await parse_dataset(self.blobs.read(file_blob_key(file_id)), param=param,
                                    method=job.method["type"], max_line=self.settings.limits.max_jsonl_line_bytes,
-                                   min_examples=min_examples)
+                                   min_examples=min_examples, keep=keep)
+
+    async def _datasets(self, job: FineTuningJobRecord, keep: bool) -> tuple[Dataset, Dataset | None] | None:
+        """The training and validation sets, or None once the job is failed for a bad file."""
+        try:
+            train_set = await self._dataset(job, job.training_file, "training_file", 10, keep)
+            valid_set = (await self._dataset(job, job.validation_file, "validation_file", 1, keep)
+                         if job.validation_file else None)
+        except DataInvalid as bad:
+            await self._fail(job, bad.code, bad.message, bad.param)
+            return None
+        return train_set, valid_set
 
     async def _fail(self, job: FineTuningJobRecord, code: str, message: str, param: str | None) -> None:
         await self.meta.worker_update(job.id, self.owner, fields={
@@ -95,7 +109,10 @@ class JobRunner:
         except Exception as exc:
             log.exception("fine-tuning job %s failed", job.id)
             if job.attempts >= self.cfg.max_attempts:
-                await self._fail(job, "training_failed", f"Fine-tuning failed: {type(exc).__name__}: {exc}", None)
+                # The exception's own text can name server paths (the data dir, a model file): the caller
+                # gets its class, the log (above) everything.
+                await self._fail(job, "training_failed", f"Fine-tuning failed with an internal error "
+                                 f"({type(exc).__name__}); the server log has the details.", None)
             else:
                 await self.meta.release_job(job.id, self.owner)  # another attempt resumes from a checkpoint
         finally:
@@ -111,17 +128,18 @@ class JobRunner:
             await self._fail(job, "max_attempts_exceeded",
                              f"The job was interrupted {job.attempts - 1} times and will not be retried.", None)
             return
-        try:
-            train_set = await self._dataset(job, job.training_file, "training_file", 10)
-            valid_set = (await self._dataset(job, job.validation_file, "validation_file", 1)
-                         if job.validation_file else None)
-        except DataInvalid as bad:
-            await self._fail(job, bad.code, bad.message, bad.param)
+        # Validate first keeping nothing (a huge or bad file costs memory bounded by one line), then read the
+        # examples training needs.
+        if await self._datasets(job, keep=False) is None:
             return
         if job.status == "validating_files" and not await self.meta.worker_update(
                 job.id, self.owner, fields={"status": "queued"},
                 events=[event(job.id, "Files validated, moving job to queued state")]):
             return
+        sets = await self._datasets(job, keep=True)
+        if sets is None:
+            return
+        train_set, valid_set = sets
         hp = resolve(job.hyperparameters, len(train_set.examples), job.method["type"])
         per_epoch = steps_per_epoch(len(train_set.examples), hp["batch_size"])
         run.total_steps = per_epoch * hp["n_epochs"]
@@ -133,7 +151,8 @@ class JobRunner:
         if not await self.meta.worker_update(job.id, self.owner, fields={
                 "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
             return
-        adapter, trained_tokens = await asyncio.to_thread(self._train, run, train_set, valid_set, hp, resume)
+        adapter, trained_tokens = await self.executors.run("training", self._train, run, train_set, valid_set, hp,
+                                                           resume)
         await self._succeed(run, adapter, trained_tokens)
 
     async def _resume_point(self, job: FineTuningJobRecord) -> Resume | None:

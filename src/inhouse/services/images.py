@@ -3,26 +3,23 @@ each model family's limits, quality and style mapped to real pipeline settings, 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import io
-import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from inhouse.config import Images as ImageSettings
 from inhouse.config import ModelEntry
+from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.images.pipelines import DiffusionEngine, Render
 from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import now, random_token
-from inhouse.services.admission import Admission
+from inhouse.services.admission import Admission, ByteBudget
 from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
 from inhouse.services.models import ModelsService
 from inhouse.storage.base import BlobStore
@@ -80,16 +77,21 @@ class Plan:
 
 class ImagesService:
     def __init__(self, models: ModelsService, engines: ModelRegistry[DiffusionEngine], blobs: BlobStore,
-                 settings: ImageSettings, max_pixels: int, secret: bytes) -> None:
+                 settings: ImageSettings, max_pixels: int, secret: bytes,
+                 executors: ModelExecutors) -> None:
         self.models = models
         self.engines = engines
         self.blobs = blobs
         self.settings = settings
         self.max_pixels = max_pixels
         self.secret = secret
-        # Bounded: a full house answers 429 before any upload is read or decoded.
+        self.executors = executors
+        # Bounded: a full house answers 429 before any upload is decoded (taken once the body is in).
         self.admit = Admission(lambda: self.settings.max_queued,
                                "Too many image requests are in progress; retry shortly.", 2.0)
+        # Bounded too: the image bytes that edits and variations hold in memory, received or in use.
+        self.upload_budget = ByteBudget(lambda: self.settings.max_buffered_upload_bytes,
+                                        "Too many image bytes are being received; retry shortly.", 2.0)
 
     # -- planning -------------------------------------------------------------------------------------
     def _entry(self, model: str) -> ModelEntry:
@@ -201,7 +203,7 @@ class ImagesService:
         engine = await self._engine(plan)
         engine.busy += 1
         try:
-            return await asyncio.to_thread(fn, engine)
+            return await self.executors.run("images", fn, engine)
         finally:
             engine.busy -= 1
             engine.last_used = time.monotonic()
@@ -259,7 +261,7 @@ class ImagesService:
             raise InvalidRequest("dall-e-3 does not support edits; use dall-e-2 or a GPT image model.",
                                  param="model")
         plan = self.plan(o, sizes=EDIT_SIZES, default_size="1024x1024")
-        first, region = await asyncio.to_thread(self.decode_edit_inputs, o, images, mask)
+        first, region = await self.executors.run("images", self.decode_edit_inputs, o, images, mask)
         size = (plan.width, plan.height)
         native = (plan.render.width, plan.render.height)
 
@@ -292,8 +294,8 @@ class ImagesService:
         if family(o.model) != "dall-e-2":
             raise InvalidRequest("Variations are only supported for dall-e-2.", param="model")
         plan = self.plan(o, sizes=GEN_SIZES, default_size="1024x1024", require_prompt=False)
-        img = await asyncio.to_thread(decode, image, param="image", formats=("PNG",), max_bytes=4 * MB,
-                                      max_pixels=self.max_pixels, square=True)
+        img = await self.executors.run("images", decode, image, param="image", formats=("PNG",), max_bytes=4 * MB,
+                                       max_pixels=self.max_pixels, square=True)
         strength = self.settings.variation_strength
 
         def vary(engine: DiffusionEngine) -> list[Any]:
@@ -326,17 +328,8 @@ class ImagesService:
         return f"{origin}/v1/images/files/{name}.{fmt}?expires={expires}&sig={self.sign(name, expires)}"
 
     def check_signature(self, name: str, expires: int, sig: str) -> bool:
-        return hmac.compare_digest(self.sign(name, expires), sig) and expires > now()
-
-
-def load_secret(path: Path) -> bytes:
-    """A per-installation key for signing URLs, made once (0600) in the data directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-    return path.read_bytes()
+        # compare_digest raises TypeError on non-ASCII str; no such sig can be ours anyway.
+        return sig.isascii() and hmac.compare_digest(self.sign(name, expires), sig) and expires > now()
 
 
 def b64(data: bytes) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from inhouse.config import Limits
-from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge
+from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
 from inhouse.services.filenames import sanitize_filename
 from inhouse.services.files import (
@@ -177,6 +177,15 @@ class UploadsService:
                     await intake.write(chunk)
             if md5 is not None and md5.strip().lower() != digest.hexdigest():
                 raise InvalidRequest("The md5 checksum does not match the uploaded bytes.", param="md5")
+        except FileNotFoundError:
+            # A concurrent cancel, expiry or complete won the Upload and dropped its parts meanwhile.
+            await intake.abort()
+            current = await self.get(project_id, upload_id)
+            if current.status == "pending":
+                raise StorageFailure("A part of this Upload is missing from storage.", param="part_ids",
+                                     code="storage_error") from None
+            raise InvalidRequest(f"Cannot complete an Upload with status {current.status!r}.",
+                                 param="upload_id") from None
         except BaseException:
             await intake.abort()
             raise

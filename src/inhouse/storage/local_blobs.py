@@ -1,10 +1,17 @@
-"""BlobStore on a local directory: temp file on the same filesystem → fsync → rename → fsync dir."""
+"""BlobStore on a local directory: temp file on the same filesystem → fsync → rename → fsync dir.
+
+A temp file belongs to its writer for the writer's whole life: the writer holds an exclusive flock on it
+from creation until it is renamed or removed, and the sweeper removes only temps it can lock itself. The
+kernel drops the lock when the writer's process dies, so a crash leaves a temp the sweeper can take, while a
+live writer keeps its temp however long its client pauses, in this process or any other.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -45,15 +52,26 @@ class LocalBlobWriter:
         self._inflight: collections.deque[asyncio.Future[None]] = collections.deque()
         self._thread: ThreadPoolExecutor | None = None
 
-    def _write_sync(self, chunks: list[bytes]) -> None:
+    def _open_temp(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                # Held until the temp is renamed or removed; the sweeper skips temps it cannot lock.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        return self._fd
+
+    def _write_sync(self, chunks: list[bytes]) -> None:
+        fd = self._open_temp()
         for chunk in chunks:
             self._hash.update(chunk)
         # One writev per batch, no join copy; loop for short writes.
         views = [memoryview(c) for c in chunks]
         while views:
-            written = os.writev(self._fd, views[:_IOV_MAX])
+            written = os.writev(fd, views[:_IOV_MAX])
             while views and written >= len(views[0]):
                 written -= len(views[0])
                 views.pop(0)
@@ -88,13 +106,13 @@ class LocalBlobWriter:
             await self._flush(wait=False)
 
     def _commit_sync(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
+        fd = self._open_temp()
+        os.fsync(fd)
         self._final.parent.mkdir(parents=True, exist_ok=True)
+        # Renamed while still open and locked, so the sweeper can never take the temp in between.
         os.replace(self._temp, self._final)
+        os.close(fd)
+        self._fd = None
         _fsync_dir(self._final.parent)
 
     async def commit(self) -> tuple[int, str]:
@@ -185,13 +203,23 @@ class LocalBlobStore:
         cutoff = time.time() - older_than_s
         for p in (self.root / "tmp").glob("*.part"):
             try:
-                if p.stat().st_mtime <= cutoff:
-                    p.unlink()
-                    removed += 1
+                if p.stat().st_mtime > cutoff:
+                    continue  # also covers the instant between a writer creating its temp and locking it
+                fd = os.open(p, os.O_RDONLY)
             except FileNotFoundError:
-                continue
+                continue  # committed or aborted meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer (of this process or another) holds it, however long it has paused
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()  # under our lock: no writer can own this temp any more
+                    removed += 1
+            finally:
+                os.close(fd)
         return removed
 
     async def remove_temporaries(self, older_than_s: float) -> int:
-        """Remove abandoned temporaries: a live writer touches its file far more often than this."""
+        """Remove abandoned temporaries: older than this and held by no live writer."""
         return await asyncio.to_thread(self._remove_temporaries, older_than_s)

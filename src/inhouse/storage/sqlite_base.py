@@ -4,6 +4,7 @@ durability pragmas, BEGIN IMMEDIATE for every write, versioned migrations."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,9 @@ class SqliteBase:
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        # Made 0600 before SQLite sees it (SQLite would use 0644): it holds key hashes and every object's
+        # metadata, and SQLite gives the -wal and -shm files it makes the database file's own mode.
+        os.close(os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o600))
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every write.
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")

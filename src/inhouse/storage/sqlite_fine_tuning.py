@@ -24,7 +24,7 @@ _JOB_COLS = (
 _JSON_JOB_FIELDS = {"method", "hyperparameters", "error", "integrations", "metadata", "result_files"}
 _UPDATABLE = {
     "status", "error", "fine_tuned_model", "finished_at", "trained_tokens", "result_files", "estimated_finish",
-    "hyperparameters", "lease_owner", "lease_expires_at",
+    "hyperparameters", "lease_owner", "lease_expires_at", "attempts",
 }
 TERMINAL = ("succeeded", "failed", "cancelled")
 _EVENT_COLS = "id, job_id, created_at, level, message, type, data"
@@ -123,8 +123,11 @@ class SqliteFineTuning(SqliteBase):
         if no_metadata:
             where.append("(metadata IS NULL OR metadata = '{}')")
         for key, value in (metadata or {}).items():
-            where.append("json_extract(metadata, ?) = ?")
-            args += ['$."' + key.replace('"', '""') + '"', value]
+            # json_each compares the key as a plain value: a key never becomes a JSON path, so quotes,
+            # dots or brackets in it match literally (a path built from it could fail to parse).
+            where.append("EXISTS (SELECT 1 FROM json_each(fine_tuning_jobs.metadata) AS m "
+                         "WHERE m.key = ? AND m.value = ?)")
+            args += [key, value]
         rows = self.conn.execute(
             f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
             (*args, limit + 1),

@@ -54,6 +54,11 @@ class CausalEngine:
         self.model: Any = load_model(path, threads)
         if weights is not None:  # a fully fine-tuned model: the base's architecture with its own weights
             load_full(self.model, weights)
+        # The context window, and a prompt length in characters that surely exceeds it: no token stands for
+        # more characters than the longest vocabulary entry (x2 for normalizers that fold characters), so a
+        # longer prompt is refused without being tokenized.
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or self.tok.model_max_length)
+        self.max_prompt_chars = self.context * 2 * max(len(t) for t in self.tok.get_vocab())
         self.lock = threading.Lock()
         self._adapters: OrderedDict[str, bool] = OrderedDict()
         self.last_used = time.monotonic()
