@@ -44,6 +44,7 @@ lint: install-test
 bench: install-test
 	$(PY) bench/files.py
 	$(PY) bench/embeddings.py
+	$(PY) bench/http_server.py
 	$(PY) bench/chat.py
 	$(PY) bench/fine_tuning.py
 

@@ -204,7 +204,10 @@ class Settings(BaseSettings):
         description="auto: keys are required once one exists; with none, only a loopback bind may run open.",
     )
     sweep_interval_seconds: float = Field(60.0, description="How often expired files and uploads are swept.")
-    stale_temp_seconds: float = Field(600.0, description="Unfinished blob temporaries older than this are removed.")
+    stale_temp_seconds: float = Field(
+        600.0, description="Unfinished blob temporaries older than this are removed, unless a live process is "
+        "still writing them (it holds a lock on each)."
+    )
     run_worker: bool = Field(True, description="Run the background worker inside the server process.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")

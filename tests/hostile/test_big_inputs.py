@@ -336,3 +336,16 @@ def test_chat_within_the_context_still_answers_off_the_loop(llm: openai.OpenAI, 
     chunks = list(llm.completions.create(model="gpt-4o-mini", prompt="ping", max_tokens=2, stream=True))
     assert chunks
     assert tokenized == [False, False], "tokenizing ran on the event loop"
+
+
+def test_an_asked_max_tokens_must_fit_beside_the_prompt(llm: openai.OpenAI) -> None:
+    text = "ping pong " * 100  # a prompt that fits the tiny model's 512-token context with little room left
+    fits = llm.chat.completions.create(model="gpt-4o-mini", messages=_user(text), max_tokens=1)
+    assert fits.usage is not None
+    room = 512 - fits.usage.prompt_tokens
+    assert 0 < room < 512
+    err = bad_request(llm.chat.completions.create, model="gpt-4o-mini", messages=_user(text), max_tokens=room + 1)
+    assert err.code == "context_length_exceeded" and f"{room + 1} in the completion" in err.message
+    assert llm.chat.completions.create(model="gpt-4o-mini", messages=_user(text), max_tokens=room).choices
+    err = bad_request(llm.completions.create, model="gpt-4o-mini", prompt=text, max_tokens=511, stream=True)
+    assert err.code == "context_length_exceeded"

@@ -71,12 +71,13 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
         raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
     target = await chat.resolve(project.id, body.model)
     prompt = chat.chat_prompt(body.messages)
-    params, n = chat.params(max_tokens=body.max_completion_tokens or body.max_tokens, default_max=256,
+    asked = body.max_completion_tokens or body.max_tokens
+    params, n = chat.params(max_tokens=asked, default_max=256,
                             temperature=body.temperature, top_p=body.top_p, n=body.n, stop=body.stop,
                             seed=body.seed)
     cid, created = new_id("chatcmpl"), now()
     if not body.stream:
-        [(outs, prompt_tokens)] = await chat.generate(target, [prompt], params, n)
+        [(outs, prompt_tokens)] = await chat.generate(target, [prompt], params, n, asked)
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT,
@@ -85,7 +86,7 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                          "logprobs": None, "finish_reason": o.finish_reason} for i, o in enumerate(outs)],
             "usage": _usage(prompt_tokens, sum(o.tokens for o in outs)),
         })
-    slot, [encoded] = await _admit_stream(chat, target, [prompt], params)
+    slot, [encoded] = await _admit_stream(chat, target, [prompt], params, asked)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}
@@ -116,12 +117,12 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
 
 
 async def _admit_stream(chat: ChatService, target: Target, prompts: list[Prompt],
-                        params: SamplingParams) -> tuple[Slot, list[Encoded]]:
+                        params: SamplingParams, asked: int | None) -> tuple[Slot, list[Encoded]]:
     """A stream's slot, then its prompts checked and tokenized: both before the 200, so a full house is a 429
     and a prompt over the context a 400, never an error frame."""
     slot = chat.admit.acquire()
     try:
-        return slot, await chat.encode(target, prompts, params)
+        return slot, await chat.encode(target, prompts, params, asked)
     except BaseException:
         slot.release()
         raise
@@ -146,7 +147,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
     echo = bool(body.echo)
     if not body.stream:
         choices, prompt_total, completion = [], 0, 0
-        results = await chat.generate(target, texts, params, n)
+        results = await chat.generate(target, texts, params, n, body.max_tokens)
         for p_index, (text, (outs, prompt_tokens)) in enumerate(zip(prompts, results, strict=True)):
             prompt_total += prompt_tokens
             for j, o in enumerate(outs):
@@ -156,7 +157,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
         return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": body.model,
                              "system_fingerprint": FINGERPRINT, "choices": choices,
                              "usage": _usage(prompt_total, completion)})
-    slot, encoded = await _admit_stream(chat, target, texts, params)
+    slot, encoded = await _admit_stream(chat, target, texts, params, body.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}

@@ -185,9 +185,13 @@ class ChatService:
 
         return [Prompt("prompt", len(text), render(text)) for text in prompts]
 
-    async def encode(self, target: Target, prompts: list[Prompt], params: SamplingParams) -> list[Encoded]:
+    async def encode(self, target: Target, prompts: list[Prompt], params: SamplingParams,
+                     requested_max: int | None = None) -> list[Encoded]:
         """Every prompt checked against the model's context (by size first, then tokenized off the event loop),
-        before any is generated from. Call it holding an admission slot: it loads the model and tokenizes."""
+        before any is generated from. Call it holding an admission slot: it loads the model and tokenizes.
+
+        A `max_tokens` the client asked for must fit beside the prompt (400, as OpenAI answers); the default
+        one is cut to the room the prompt leaves."""
         engine = await self._registry(target).get(target.entry)
         for prompt in prompts:
             if prompt.chars > engine.max_prompt_chars:
@@ -197,6 +201,12 @@ class ChatService:
             ids = await asyncio.to_thread(prompt.render, engine)
             if len(ids) >= engine.context:
                 raise _context_exceeded(engine, prompt, len(ids))
+            if requested_max is not None and len(ids) + params.max_new_tokens > engine.context:
+                raise InvalidRequest(
+                    f"This model's maximum context length is {engine.context} tokens. However, you requested "
+                    f"{len(ids) + params.max_new_tokens} tokens ({len(ids)} in the {prompt.param}, "
+                    f"{params.max_new_tokens} in the completion). Please reduce the length of the {prompt.param} "
+                    "or the completion.", param=prompt.param, code="context_length_exceeded")
             room = min(params.max_new_tokens, engine.context - len(ids))
             out.append(Encoded(ids, replace(params, max_new_tokens=room)))
         return out
@@ -210,10 +220,10 @@ class ChatService:
         return key, lambda: asyncio.run_coroutine_threadsafe(self.read_blob(key), loop).result()
 
     async def generate(self, target: Target, prompts: list[Prompt], params: SamplingParams,
-                       n: int) -> list[tuple[list[Generated], int]]:
+                       n: int, requested_max: int | None = None) -> list[tuple[list[Generated], int]]:
         """`n` choices for each prompt, with its prompt token count; every prompt is checked before any runs."""
         with self.admit():
-            encoded = await self.encode(target, prompts, params)
+            encoded = await self.encode(target, prompts, params, requested_max)
             engine = await self._registry(target).get(target.entry)
             adapter = self._adapter(target)
             results = []
