@@ -47,6 +47,8 @@ bench: install-test
 	$(PY) bench/http_server.py
 	$(PY) bench/chat.py
 	$(PY) bench/fine_tuning.py
+	$(PY) bench/images.py
+	$(PY) bench/default_image_model.py
 
 clean:
 	rm -rf $(VENV) data

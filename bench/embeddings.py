@@ -1,6 +1,7 @@
 """Benchmark: /v1/embeddings over HTTP vs the raw engine in-process, same model, same corpus, one run.
 
-(a) the raw engine at its best batch size (the ceiling) and one raw forward of one sentence;
+(a) the raw engine at its best batch size (the ceiling) and one raw forward of one sentence; the corpus is
+    tokenized before the clock starts, so the ceiling excludes tokenizing, which the server's figures include;
 (b) our server over HTTP with 1 and 32 concurrent clients, requests of 1 and of 32 inputs.
 Prints sentences/s, tokens/s, p50/p99, sentences per CPU-second and the ratios to (a).
 Usage: python bench/embeddings.py [--sentences 4096] [--backend auto|onnx|torch]
@@ -142,7 +143,7 @@ def main() -> None:
             server.stop()
     print(f"corpus: {len(corpus)} sentences (seeded), backend={args.backend}, cores={os.cpu_count()}")
     print(f"(a) raw engine, batch {args.batch}: {raw['sps']:.1f} sent/s, {raw['tps']:.0f} tok/s, "
-          f"{raw['per_cpu']:.1f} sent/CPU-s (length-sorted); one forward of one sentence p50 "
+          f"{raw['per_cpu']:.1f} sent/CPU-s (length-sorted, tokenizing excluded); one forward of one sentence p50 "
           f"{raw['single_p50_ms']:.1f} ms")
     print(f"    same engine, batch {args.batch} in corpus order (no sorting): {raw['in_order_sps']:.1f} sent/s")
     print("(b) server over HTTP:")
