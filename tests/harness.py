@@ -47,6 +47,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/v1/fine_tuning/jobs/[^/]+/checkpoints$"), "ListFineTuningJobCheckpointsResponse"),
     ("POST", re.compile(r"^/v1/chat/completions$"), "CreateChatCompletionResponse"),
     ("POST", re.compile(r"^/v1/completions$"), "CreateCompletionResponse"),
+    ("POST", re.compile(r"^/v1/images/(generations|edits|variations)$"), "ImagesResponse"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,22 @@ def greedy(client: openai.OpenAI, model: str, text: str = "ping") -> str:
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], temperature=0,
                                        max_tokens=8)
     return r.choices[0].message.content or ""
+
+
+@cache
+def tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def chat_tokens(path: Path, messages: list[dict[str, Any]], generation_prompt: bool = False) -> int:
+    """Tokens of messages rendered with the model's chat template, counted as the server counts them."""
+    tok = tokenizer(path)
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def text_tokens(path: Path, text: str) -> int:
+    """Tokens of a plain prompt, counted as the server counts them."""
+    return len(tokenizer(path)(text, add_special_tokens=False)["input_ids"])

@@ -61,9 +61,16 @@ async def renew_idempotency_claims(services: Services) -> None:
             log.exception("renewing idempotency claims failed")
 
 
+def idle_check_period(settings: Settings) -> float:
+    """How often idle models are looked for: a quarter of the shortest idle time of any kind, 1 to 60 s."""
+    shortest = min(settings.embeddings.idle_unload_seconds, settings.fine_tuning.idle_unload_seconds,
+                   settings.images.idle_unload_seconds)
+    return max(1.0, min(60.0, shortest / 4))
+
+
 async def unload_idle_models(services: Services) -> None:
     """Models live in the serving process, so this process frees them when idle."""
-    period = max(1.0, min(60.0, services.settings.embeddings.idle_unload_seconds / 4))
+    period = idle_check_period(services.settings)
     while True:
         await asyncio.sleep(period)
         try:

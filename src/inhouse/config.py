@@ -137,7 +137,7 @@ class Embeddings(BaseModel):
     max_batch_size: int = Field(32, description="Most inputs in one forward batch.")
     max_queued_inputs: int = Field(8192, description="Inputs waiting before new requests get 429.")
     threads: int = Field(0, description="Intra-op threads; 0 means the number of cores.")
-    idle_unload_seconds: int = Field(900, description="Unload a model unused this long.")
+    idle_unload_seconds: int = Field(900, description="Unload an embedding model unused this long.")
     max_inputs: int = Field(2048, description="Most inputs in one request.")
     max_input_tokens: int = Field(8192, description="Most tokens in one input (never silently truncated).")
     max_request_tokens: int = Field(300_000, description="Most tokens in one request, all inputs together.")
@@ -157,7 +157,11 @@ class FineTuning(BaseModel):
     full_base_learning_rate: float = Field(
         2e-5, description="Learning rate of full fine-tuning (every weight) before learning_rate_multiplier."
     )
-    threads: int = Field(0, description="Torch threads for training and generation; 0 means the number of cores.")
+    threads: int = Field(
+        0, description="Torch threads, set when a chat model loads and for training; 0 means the number of cores. "
+        "Torch keeps one count per process: the model loaded last sets it (images.threads for image pipelines)."
+    )
+    idle_unload_seconds: int = Field(900, description="Unload a chat model (base or fine-tuned) unused this long.")
     max_new_tokens: int = Field(512, description="Cap on generated tokens per choice.")
     max_n: int = Field(8, description="Most choices (`n`) per chat or completion request.")
     max_prompt_items: int = Field(2048, description="Most `messages` in a chat request, or `prompt` strings in a "
@@ -185,6 +189,10 @@ class Images(BaseModel):
         "received or in use); a request that would pass it gets 429."
     )
     idle_unload_seconds: int = Field(900, description="Unload an image pipeline unused this long.")
+    threads: int = Field(
+        0, description="Torch threads, set when an image pipeline loads; 0 means the number of cores. Torch keeps "
+        "one count per process: the model loaded last sets it (fine_tuning.threads for chat models)."
+    )
 
 
 class Settings(BaseSettings):

@@ -3,35 +3,58 @@ n, stop, seed, usage, and the errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx2
 import openai
 import pytest
 
 from tests.harness import ServerHandle
+from tests.llm import chat_tokens, text_tokens
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
 
 
-def test_chat_completion(llm: openai.OpenAI) -> None:
+def test_chat_completion(llm: openai.OpenAI, tiny_llm: Path) -> None:
     r = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=6)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == "gpt-4o-mini"
     choice = r.choices[0]
     assert choice.index == 0 and choice.message.role == "assistant"
     assert choice.finish_reason in ("stop", "length")
-    assert r.usage is not None and r.usage.prompt_tokens > 0
+    assert r.usage is not None
+    assert r.usage.prompt_tokens == chat_tokens(tiny_llm, MESSAGES, generation_prompt=True)
+    assert r.usage.completion_tokens == 6 if choice.finish_reason == "length" else r.usage.completion_tokens < 6
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     again = llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, temperature=0, max_tokens=6)
     assert again.choices[0].message.content == choice.message.content  # greedy is deterministic
+    # Text parts are joined as they are: the same prompt, the same answer as one string.
     parts = [{"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]
-    assert llm.chat.completions.create(model="tiny-llm", messages=parts, max_tokens=2).choices
+    joined = llm.chat.completions.create(model="tiny-llm", messages=parts, temperature=0, max_tokens=4)
+    plain = llm.chat.completions.create(model="tiny-llm", messages=[{"role": "user", "content": "hello world"}],
+                                        temperature=0, max_tokens=4)
+    assert joined.usage is not None and plain.usage is not None
+    assert joined.usage.prompt_tokens == plain.usage.prompt_tokens
+    assert joined.choices[0].message.content == plain.choices[0].message.content
 
 
-def test_max_tokens_length_and_n(llm: openai.OpenAI) -> None:
+def test_developer_role_is_the_system_role(llm: openai.OpenAI) -> None:
+    system = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, max_tokens=6)
+    developer = llm.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "developer", "content": "be brief"}, MESSAGES[1]], temperature=0,
+        max_tokens=6)
+    assert developer.usage is not None and system.usage is not None
+    assert developer.usage.prompt_tokens == system.usage.prompt_tokens  # rendered as the same system turn
+    assert developer.choices[0].message.content == system.choices[0].message.content
+
+
+def test_max_tokens_length_and_n(llm: openai.OpenAI, tiny_llm: Path) -> None:
     r = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_completion_tokens=3, n=3,
                                     temperature=1.0, seed=4)
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert all(c.finish_reason in ("length", "stop") for c in r.choices)
-    assert r.usage.completion_tokens <= 9
+    assert r.usage.prompt_tokens == chat_tokens(tiny_llm, MESSAGES, generation_prompt=True)  # counted once
+    runs_out = all(c.finish_reason == "length" for c in r.choices)
+    assert r.usage.completion_tokens == 9 if runs_out else r.usage.completion_tokens < 9  # 3 choices of 3 tokens
     same = llm.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_completion_tokens=3, n=3,
                                        temperature=1.0, seed=4)
     assert [c.message.content for c in same.choices] == [c.message.content for c in r.choices]  # seeded
@@ -74,13 +97,16 @@ def test_stream_ends_with_done(llm_server: ServerHandle) -> None:
     assert body.rstrip().endswith("data: [DONE]")
 
 
-def test_completions(llm: openai.OpenAI) -> None:
+def test_completions(llm: openai.OpenAI, tiny_llm: Path) -> None:
     r = llm.completions.create(model="davinci-002", prompt="hello world", max_tokens=5, temperature=0)
     assert r.object == "text_completion" and r.choices[0].index == 0
+    assert r.usage is not None and r.usage.prompt_tokens == text_tokens(tiny_llm, "hello world")
     echo = llm.completions.create(model="davinci-002", prompt="hello world", max_tokens=5, temperature=0, echo=True)
     assert echo.choices[0].text == "hello world" + r.choices[0].text
     many = llm.completions.create(model="davinci-002", prompt=["hello", "world"], max_tokens=2, n=2)
     assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    assert many.usage is not None
+    assert many.usage.prompt_tokens == text_tokens(tiny_llm, "hello") + text_tokens(tiny_llm, "world")
     streamed = "".join(c.choices[0].text for c in llm.completions.create(
         model="davinci-002", prompt="hello world", max_tokens=5, temperature=0, stream=True) if c.choices)
     assert streamed == r.choices[0].text
@@ -97,6 +123,14 @@ def test_bad_chat_requests(llm: openai.OpenAI, override: dict[str, object], para
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, **override}
     with pytest.raises(openai.BadRequestError) as exc:
         llm.chat.completions.create(**body)  # type: ignore[call-overload]
+    assert exc.value.param == param
+
+
+@pytest.mark.parametrize(("override", "param"), [({"suffix": "the end"}, "suffix"), ({"logprobs": 2}, "logprobs"),
+                                                 ({"logprobs": 0}, "logprobs")])
+def test_unsupported_completion_options_are_400(llm: openai.OpenAI, override: dict[str, object], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        llm.completions.create(model="davinci-002", prompt="hello", max_tokens=2, **override)  # type: ignore[call-overload]
     assert exc.value.param == param
 
 

@@ -11,6 +11,7 @@ import openai
 import pytest
 from fastapi import FastAPI
 
+from inhouse.errors import Overloaded, Unavailable
 from tests.conftest import make_client
 from tests.harness import ServerHandle, check_response, start_server
 
@@ -96,6 +97,26 @@ def test_crash_is_500_without_traceback(settings_factory: Any) -> None:
         assert r.status_code == 500
         assert "secret" not in r.text and "Traceback" not in r.text
         assert r.json()["error"]["type"] == "server_error"
+
+
+def test_429_and_503_carry_retry_after_in_seconds_and_milliseconds(settings_factory: Any) -> None:
+    def hook(app: FastAPI) -> None:
+        @app.get("/v1/busy")
+        async def busy() -> None:
+            raise Overloaded("wait", retry_after_s=1.5)
+
+        @app.get("/v1/down")
+        async def down() -> None:
+            raise Unavailable("loading", retry_after_s=5.0)
+
+    with start_server(settings_factory(), app_hook=hook) as server:
+        r = get(server, "/v1/busy")
+        assert r.status_code == 429
+        assert (r.headers["retry-after"], r.headers["retry-after-ms"]) == ("2", "1500")  # whole seconds, rounded up
+        r = get(server, "/v1/down")
+        assert r.status_code == 503
+        assert (r.headers["retry-after"], r.headers["retry-after-ms"]) == ("5", "5000")
+        assert "x-should-retry" not in r.headers  # it will heal: the SDK may retry
 
 
 class FullDisk:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx2
 import openai
@@ -161,6 +163,16 @@ def test_list_pagination_order_and_filter(client: openai.OpenAI) -> None:
     assert exc.value.param == "order"
 
 
+def filename_of(disposition: str) -> str:
+    """The name a browser takes (RFC 6266): filename*, an RFC 5987 ext-value, wins over the ASCII filename."""
+    found = re.search(r";\s*filename\*=([^;]*)", disposition)
+    assert found, disposition
+    charset, _language, encoded = found.group(1).strip().split("'", 2)
+    assert charset.upper() == "UTF-8"
+    assert re.fullmatch(r"[A-Za-z0-9!#$&+.^_`|~%-]*", encoded), encoded  # attr-chars and %XX only
+    return unquote(encoded, encoding="utf-8", errors="strict")
+
+
 @pytest.mark.parametrize(
     ("given", "stored"),
     [
@@ -170,6 +182,7 @@ def test_list_pagination_order_and_filter(client: openai.OpenAI) -> None:
         ("a%0D%0Ab.txt", "a%0D%0Ab.txt"),  # httpx escapes CR/LF; the raw case is tested below
         ("..", "upload"),
         ("naïve résumé.txt", "naïve résumé.txt"),
+        ("报告 📄; x.txt", "报告 📄; x.txt"),
     ],
 )
 def test_filenames_never_become_paths(server: ServerHandle, client: openai.OpenAI, given: str, stored: str) -> None:
@@ -180,6 +193,8 @@ def test_filenames_never_become_paths(server: ServerHandle, client: openai.OpenA
     disposition = r.headers["content-disposition"]
     assert disposition.startswith("attachment; filename=\"")
     assert "\r" not in disposition and "\n" not in disposition and "/" not in disposition.split(";")[1]
+    assert disposition.isascii()
+    assert filename_of(disposition) == stored  # the RFC 5987 filename* gives the name back exactly
     blobs = Path(server.settings.blob_url.removeprefix("file://"))
     assert sorted(p.name for p in (blobs / "files").iterdir()) == [f.id]
 

@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
+from inhouse.engines.causal.data import calls_as_text
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
 from tests.llm import (
     all_events,
     chat_line,
+    chat_tokens,
     greedy,
     llm_settings,
     pong_file,
@@ -25,8 +28,10 @@ from tests.llm import (
     wait_for,
 )
 
+PING_PONG = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong pong pong"}]
 
-def test_lifecycle(llm_server: ServerHandle, llm: openai.OpenAI) -> None:
+
+def test_lifecycle(llm_server: ServerHandle, llm: openai.OpenAI, tiny_llm: Path) -> None:
     training = pong_file(llm)
     validation = llm.files.create(file=("v.jsonl", "\n".join(chat_line("ping", "pong pong pong")
                                                                 for _ in range(3)).encode()), purpose="fine-tune").id
@@ -41,7 +46,8 @@ def test_lifecycle(llm_server: ServerHandle, llm: openai.OpenAI) -> None:
     assert done.status == "succeeded", done.error
     name = done.fine_tuned_model
     assert name == f"ft:gpt-4o-mini:default:pong:{job.id[-8:]}"
-    assert done.trained_tokens and done.trained_tokens > 0 and done.finished_at and done.estimated_finish is None
+    assert done.trained_tokens == 12 * 3 * chat_tokens(tiny_llm, PING_PONG)  # examples x epochs x tokens
+    assert done.finished_at and done.estimated_finish is None
     assert (done.hyperparameters.batch_size, done.hyperparameters.learning_rate_multiplier) == (2, 20)
 
     messages = [e.message for e in all_events(llm, job.id)]
@@ -69,13 +75,51 @@ def test_lifecycle(llm_server: ServerHandle, llm: openai.OpenAI) -> None:
     assert name in [m.id for m in llm.models.list()]
     assert greedy(llm, name).startswith("pong")  # it learned the distinctive answer
     assert not base_answer.startswith("pong")
-    assert greedy(llm, ckpts[1].fine_tuned_model_checkpoint) != ""  # checkpoints serve too
+    assert greedy(llm, ckpts[1].fine_tuned_model_checkpoint).startswith("pong")  # checkpoints serve too
     listed = llm.fine_tuning.jobs.list(metadata={"team": "qa"})
     assert [j.id for j in listed.data] == [job.id]
     assert llm.fine_tuning.jobs.list(metadata={"team": "other"}).data == []
     assert llm.models.delete(name).deleted
     with pytest.raises(openai.NotFoundError):
         greedy(llm, name)
+
+
+def test_list_filters_on_metadata_and_on_none(settings_factory: Any, tiny_llm: Path) -> None:
+    settings = llm_settings(settings_factory, tiny_llm)
+    settings.run_worker = False  # listing only: nothing needs to train
+    with start_server(settings) as server:
+        client = make_client(server.base_url, strict=False)
+        f = pong_file(client)
+        tagged = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f, metadata={"team": "qa"})
+        plain = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f)
+        other = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f, metadata={"team": "ops"})
+        assert [j.id for j in client.fine_tuning.jobs.list()] == [other.id, plain.id, tagged.id]
+        assert [j.id for j in client.fine_tuning.jobs.list(metadata={"team": "qa"})] == [tagged.id]
+        # metadata=null: the jobs that have no metadata.
+        assert [j.id for j in client.fine_tuning.jobs.list(extra_query={"metadata": "null"})] == [plain.id]
+        raw = httpx2.get(f"{server.base_url}/fine_tuning/jobs?metadata=null")
+        assert [j["id"] for j in raw.json()["data"]] == [plain.id]
+
+
+def test_tool_calls_and_unweighted_turns_train(llm: openai.OpenAI, tiny_llm: Path) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "ping"}, {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "assistant", "content": "no", "weight": 0}, {"role": "user", "content": "ping"},
+                {"role": "assistant", "content": "pong", "weight": 1}]
+    line = json.dumps({"messages": messages, "tools": tools})
+    f = llm.files.create(file=("tools.jsonl", "\n".join([line] * 10).encode()), purpose="fine-tune").id
+    job = llm.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=f, seed=1,
+                                      method=supervised(n_epochs=1, batch_size=5))
+    done = wait_for(llm, job.id)
+    assert done.status == "succeeded", done.error
+    assert [e.data["step"] for e in all_events(llm, job.id) if e.type == "metrics"] == [1, 2]
+    # Every example's every token is input, weighted turns or not; a call turn renders as its call's text.
+    rendered = [{"role": m["role"], "content": calls_as_text(m)} | ({"tool_call_id": m["tool_call_id"]}
+                if "tool_call_id" in m else {}) for m in messages]
+    assert rendered[1]["content"] == '<tool_call>{"name": "weather", "arguments": "{}"}</tool_call>'
+    assert done.trained_tokens == 10 * chat_tokens(tiny_llm, rendered)
 
 
 def test_continue_from_fine_tuned_model(llm: openai.OpenAI) -> None:
@@ -299,7 +343,7 @@ def test_full_fine_tuning_extension(llm_server: ServerHandle, llm: openai.OpenAI
     assert done.status == "succeeded", done.error
     assert greedy(llm, done.fine_tuned_model).strip().startswith("pong")  # served from its own full weights
     ckpt = list(llm.fine_tuning.jobs.checkpoints.list(job.id))[1].fine_tuned_model_checkpoint
-    assert greedy(llm, ckpt) != ""
+    assert greedy(llm, ckpt).strip().startswith("pong")  # step 12 of 18: learned already
     assert llm_server.services.chat.full_engines.loaded()  # a model of its own, not an adapter
     # DPO with every weight trained: the reference is a frozen copy of the base.
     line = json.dumps({"input": {"messages": [{"role": "user", "content": "ping"}]},

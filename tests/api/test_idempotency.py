@@ -1,12 +1,21 @@
-"""Idempotency-Key: replays of the first answer, 422 on a different body, multipart boundaries ignored."""
+"""Idempotency-Key: replays of the first answer, 422 on a different body, multipart boundaries ignored, 409 while
+the first attempt is in flight, keys scoped per API key."""
 
 from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
 import pytest
 
-from tests.harness import ServerHandle
+from tests.conftest import make_client
+from tests.harness import ServerHandle, start_server
 
 
 def test_json_replay_and_conflict(server: ServerHandle, client: openai.OpenAI) -> None:
@@ -45,3 +54,52 @@ def test_cancel_replay(client: openai.OpenAI) -> None:
     c1 = client.uploads.cancel(up.id, extra_headers={"Idempotency-Key": "c"})
     c2 = client.uploads.cancel(up.id, extra_headers={"Idempotency-Key": "c"})  # a retry, not a second cancel
     assert c1.status == c2.status == "cancelled"
+
+
+def test_a_retry_while_the_first_is_in_flight_is_409(server: ServerHandle, client: openai.OpenAI) -> None:
+    db = Path(server.settings.database_url.removeprefix("sqlite:///"))
+    port = int(server.origin.rsplit(":", 1)[1])
+    # The first attempt: its headers and the start of its body are in; the rest never comes.
+    first = socket.create_connection(("127.0.0.1", port), timeout=10)
+    first.sendall(b"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: slow\r\n"
+                  b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+                  b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n")
+    deadline = time.monotonic() + 10
+    while sqlite3.connect(db).execute("SELECT count(*) FROM idempotency").fetchone() != (1,):
+        assert time.monotonic() < deadline, "the first attempt never claimed its key"
+        time.sleep(0.02)
+    with pytest.raises(openai.ConflictError) as exc:
+        client.files.create(file=("a.txt", b"hello"), purpose="assistants", extra_headers={"Idempotency-Key": "slow"})
+    assert exc.value.code == "idempotency_in_flight"
+    assert client.files.list().data == []  # the retry did nothing
+    first.close()  # the first attempt dies unanswered: its claim is dropped, and the retry now runs
+    while True:
+        try:
+            f = client.files.create(file=("a.txt", b"hello"), purpose="assistants",
+                                    extra_headers={"Idempotency-Key": "slow"})
+            break
+        except openai.ConflictError:
+            assert time.monotonic() < deadline + 10, "the dead attempt's claim was never dropped"
+            time.sleep(0.05)
+    assert client.files.content(f.id).read() == b"hello"
+
+
+def test_keys_are_per_api_key(settings_factory: Any) -> None:
+    with start_server(settings_factory()) as server:
+        # Two keys of the same project: only the key itself tells their requests apart.
+        a, b = (asyncio.run(server.services.keys.create("team")) for _ in range(2))
+        assert a.project.id == b.project.id
+        server.services.keys._required_cache = None
+        ca, cb = make_client(server.base_url, api_key=a.token), make_client(server.base_url, api_key=b.token)
+        args = {"filename": "a", "purpose": "assistants", "bytes": 3, "mime_type": "text/plain"}
+        first_a = ca.uploads.with_raw_response.create(**args, extra_headers={"Idempotency-Key": "same"})
+        first_b = cb.uploads.with_raw_response.create(**args, extra_headers={"Idempotency-Key": "same"})
+        assert "idempotent-replayed" not in first_b.headers  # not A's answer replayed to B
+        assert first_a.parse().id != first_b.parse().id
+        # Nor is another body under a key A used a reuse (422) of A's key.
+        ca.uploads.create(**args, extra_headers={"Idempotency-Key": "other"})
+        assert cb.uploads.create(**{**args, "bytes": 4}, extra_headers={"Idempotency-Key": "other"}).bytes == 4
+        again_a = ca.uploads.with_raw_response.create(**args, extra_headers={"Idempotency-Key": "same"})
+        again_b = cb.uploads.with_raw_response.create(**args, extra_headers={"Idempotency-Key": "same"})
+        assert again_a.headers["idempotent-replayed"] == again_b.headers["idempotent-replayed"] == "true"
+        assert (again_a.parse().id, again_b.parse().id) == (first_a.parse().id, first_b.parse().id)

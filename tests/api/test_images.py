@@ -135,6 +135,25 @@ def test_gpt_image_names(img: openai.OpenAI) -> None:
     assert decode(r.data[0].b64_json).format == "JPEG"
 
 
+def test_webp_output_and_background(img: openai.OpenAI) -> None:
+    for background in ("opaque", "auto"):
+        r = img.images.generate(model="gpt-image-1", prompt="a star", size="1024x1024", quality="low",
+                                output_format="webp", background=background, extra_body={"seed": 1})
+        assert (r.output_format, r.background, r.size, r.quality) == ("webp", "opaque", "1024x1024", "low")
+        out = decode(r.data[0].b64_json)
+        assert out.format == "WEBP" and out.size == (1024, 1024)
+        assert "A" not in out.getbands()  # opaque: no alpha channel
+    full = img.images.generate(model="gpt-image-1", prompt="a star", quality="low", output_format="webp",
+                                   extra_body={"seed": 1})
+    small = img.images.generate(model="gpt-image-1", prompt="a star", quality="low", output_format="webp",
+                                output_compression=10, extra_body={"seed": 1})
+    sizes = [len(base64.b64decode(x.data[0].b64_json or "")) for x in (full, small)]
+    assert sizes[1] < sizes[0]  # output_compression reaches the webp encoder
+    with pytest.raises(openai.BadRequestError) as exc:
+        img.images.generate(model="gpt-image-1", prompt="a star", background="clear")  # type: ignore[arg-type]
+    assert exc.value.param == "background"
+
+
 def test_edit_changes_only_transparent_pixels(img: openai.OpenAI) -> None:
     source = png(hole=(64, 64, 128, 128))
     r = img.images.edit(image=("in.png", source), prompt="a green star", size="256x256", n=2,
@@ -244,6 +263,7 @@ def test_full_house_answers_429(settings_factory: Any, tiny_sd: Path) -> None:
         with pytest.raises(openai.RateLimitError) as exc:
             client.images.edit(image=("x.png", png()), prompt="b", size="256x256")
         assert exc.value.response.headers["retry-after"] == "2"
+        assert exc.value.response.headers["retry-after-ms"] == "2000"
         gate.set()
         first.join(30)
 

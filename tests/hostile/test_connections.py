@@ -158,6 +158,7 @@ def test_requests_in_progress_are_capped_and_a_client_that_stops_reading_loses_i
         time.sleep(0.3)
         busy = httpx2.get(f"{server.origin}/healthz")
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.headers["retry-after-ms"] == "1000"
         assert busy.json()["error"]["code"] == "server_busy"
         t0 = time.monotonic()
         while httpx2.get(f"{server.origin}/healthz").status_code != 200:

@@ -1,4 +1,4 @@
-"""Chat message rules that need no HTTP: roles of any JSON type are a 400, never a crash."""
+"""Chat message rules that need no HTTP: roles of any JSON type are a 400, never a crash; `developer` is `system`."""
 
 from __future__ import annotations
 
@@ -15,3 +15,8 @@ def test_any_bad_role_is_invalid_request(role: Any) -> None:
     with pytest.raises(InvalidRequest) as exc:
         normalize_messages([{"role": role, "content": "hi"}])
     assert exc.value.param == "messages[0].role"
+
+
+def test_developer_is_the_system_role() -> None:
+    out = normalize_messages([{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}])
+    assert out == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]

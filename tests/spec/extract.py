@@ -16,6 +16,7 @@ ROOTS = [
     "ListModelsResponse", "DeleteModelResponse", "ErrorResponse", "CreateEmbeddingResponse",
     "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
     "ListFineTuningJobCheckpointsResponse", "CreateChatCompletionResponse", "CreateCompletionResponse",
+    "ImagesResponse",
 ]
 
 

@@ -59,7 +59,7 @@ async def create_image(body: CreateImageRequest, request: Request, project: Proj
         options = ImageOptions(model=body.model or "dall-e-2", prompt=body.prompt, n=body.n, size=body.size,
                                quality=body.quality, style=body.style, response_format=body.response_format,
                                output_format=body.output_format, output_compression=body.output_compression,
-                               background=body.background, seed=body.seed)
+                               background=body.background, moderation=body.moderation, seed=body.seed)
         plan, images = await services.images.generate(options)
         return await _answer(plan, images, request, services)
 

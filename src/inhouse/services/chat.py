@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
+from inhouse.engines.causal.data import calls_as_text
 from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
 from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.registry import ModelRegistry
@@ -64,7 +65,10 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         if role == "tool" and not m.get("tool_call_id"):
             raise InvalidRequest(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
                                  param=f"messages[{i}].tool_call_id")
-        out.append({"role": "system" if role == "developer" else role, "content": _text(m.get("content"))})
+        content = _text(m.get("content"))
+        if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
+            content = calls_as_text({**m, "content": content})  # as fine-tuning rendered them
+        out.append({"role": "system" if role == "developer" else role, "content": content})
     return out
 
 

@@ -73,7 +73,7 @@ class Services:
         def load_causal(entry: ModelEntry) -> CausalEngine:
             return CausalEngine(model_dir(entry, settings.data_dir / "models"), ft.threads)
 
-        chat_engines = ModelRegistry("chat", load_causal, emb.idle_unload_seconds, lambda: executors.pool("chat"))
+        chat_engines = ModelRegistry("chat", load_causal, ft.idle_unload_seconds, lambda: executors.pool("chat"))
         loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
 
         def load_full_model(entry: ModelEntry) -> CausalEngine:
@@ -82,16 +82,18 @@ class Services:
             weights = asyncio.run_coroutine_threadsafe(chat.read_blob(entry.id), loop_holder["loop"]).result()
             return CausalEngine(model_dir(base, settings.data_dir / "models"), ft.threads, weights)
 
-        full_engines = ModelRegistry("fine-tuned", load_full_model, emb.idle_unload_seconds,
+        full_engines = ModelRegistry("fine-tuned", load_full_model, ft.idle_unload_seconds,
                                      lambda: executors.pool("chat"))
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder, executors)
 
-        def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
-            return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), ft.threads, entry.plan_relations)
+        img = settings.images
 
-        image_engines = ModelRegistry("image", load_diffusion, settings.images.idle_unload_seconds,
+        def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
+            return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), img.threads, entry.plan_relations)
+
+        image_engines = ModelRegistry("image", load_diffusion, img.idle_unload_seconds,
                                       lambda: executors.pool("images"))
-        images = ImagesService(models, image_engines, blobs, settings.images, settings.limits.max_image_pixels,
+        images = ImagesService(models, image_engines, blobs, img, settings.limits.max_image_pixels,
                                load_or_create_secret(settings.data_dir / "secrets" / "image-urls.key"), executors)
         return cls(
             settings=settings,

@@ -86,11 +86,8 @@ def _check_hp(hp: Any, method: str, param: str) -> dict[str, Any]:
     return {k: hp[k] for k in ("batch_size", "n_epochs", "learning_rate_multiplier", "beta") if k in hp}
 
 
-# Caps on what a job stores and echoes back: OpenAI's for metadata and the integrations list, Weights &
-# Biases' own for tag length, ours (generous) for the other W&B strings and the number of tags.
+# Caps on what a job stores and echoes back: OpenAI's for metadata.
 MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
-MAX_INTEGRATIONS, MAX_WANDB_CHARS, MAX_WANDB_TAGS, MAX_WANDB_TAG_CHARS = 5, 256, 32, 64
-_WANDB_KEYS = ("project", "name", "entity", "tags")
 
 
 def check_metadata(value: Any, param: str = "metadata") -> dict[str, str] | None:
@@ -112,48 +109,18 @@ def check_metadata(value: Any, param: str = "metadata") -> dict[str, str] | None
     return dict(value)
 
 
-def _known_keys(value: dict[str, Any], known: tuple[str, ...], param: str) -> None:
-    extra = next((k for k in value if k not in known), None)
-    if extra is not None:
-        raise InvalidRequest(f"Unrecognized key {extra[:64]!r} in {param}.", param=param)
-
-
-def _wandb_text(wandb: dict[str, Any], key: str, param: str, required: bool) -> None:
-    value = wandb.get(key)
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_WANDB_CHARS:
-        raise InvalidRequest(f"{param}.{key} must be a string of 1 to {MAX_WANDB_CHARS} characters.",
-                             param=f"{param}.{key}")
-
-
-def check_integrations(value: Any) -> list[dict[str, Any]] | None:
-    """At most 5 W&B integrations, each in the spec's shape with capped strings; stored as sent."""
+def check_integrations(value: Any) -> list[Any] | None:
+    """None or an empty list. This server runs no integrations (Weights & Biases is not installed, and nothing
+    would report to it), so asking for one is refused rather than stored and echoed as if it were running."""
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) > MAX_INTEGRATIONS:
-        raise InvalidRequest(f"integrations must be a list of at most {MAX_INTEGRATIONS} items.",
-                             param="integrations")
-    for i, item in enumerate(value):
-        where = f"integrations[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"{where} must be an object.", param=where)
-        if item.get("type") != "wandb":
-            raise InvalidRequest(f"{where}.type must be 'wandb'.", param=f"{where}.type")
-        _known_keys(item, ("type", "wandb"), where)
-        wandb = item.get("wandb")
-        if not isinstance(wandb, dict):
-            raise InvalidRequest(f"{where}.wandb must be an object with a 'project'.", param=f"{where}.wandb")
-        _known_keys(wandb, _WANDB_KEYS, f"{where}.wandb")
-        _wandb_text(wandb, "project", f"{where}.wandb", required=True)
-        _wandb_text(wandb, "name", f"{where}.wandb", required=False)
-        _wandb_text(wandb, "entity", f"{where}.wandb", required=False)
-        tags = wandb.get("tags")
-        if tags is not None and (not isinstance(tags, list) or len(tags) > MAX_WANDB_TAGS or not all(
-                isinstance(t, str) and 1 <= len(t) <= MAX_WANDB_TAG_CHARS for t in tags)):
-            raise InvalidRequest(f"{where}.wandb.tags must be a list of at most {MAX_WANDB_TAGS} strings of 1 to "
-                                 f"{MAX_WANDB_TAG_CHARS} characters.", param=f"{where}.wandb.tags")
-    return value
+    if not isinstance(value, list):
+        raise InvalidRequest("integrations must be a list.", param="integrations")
+    if value:
+        raise InvalidRequest("This server does not run integrations (Weights & Biases or any other): send "
+                             "`integrations` empty or leave it out.", param="integrations",
+                             code="unsupported_parameter")
+    return []
 
 
 def _slug(value: str) -> str:

@@ -58,6 +58,7 @@ class ImageOptions:
     output_format: str | None = None
     output_compression: int | None = None
     background: str | None = None
+    moderation: str | None = None
     seed: int | None = None  # extension: reproducible images
 
 
@@ -115,6 +116,11 @@ class ImagesService:
         if len(o.prompt) > PROMPT_MAX[fam]:
             raise InvalidRequest(f"prompt is longer than {PROMPT_MAX[fam]} characters, the limit for {fam}.",
                                  param="prompt", code="string_above_max_length")
+        if o.moderation is not None:
+            # OpenAI filters GPT image prompts and results ("auto" by default, "low" less strictly); no
+            # moderation model runs here, so any explicit value is refused rather than accepted and ignored.
+            raise InvalidRequest("This server runs no content moderation, so `moderation` cannot be honoured: "
+                                 "leave it out.", param="moderation", code="unsupported_parameter")
         n = 1 if o.n is None else o.n
         if not 1 <= n <= 10:
             raise InvalidRequest("n must be between 1 and 10.", param="n")

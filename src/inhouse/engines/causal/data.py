@@ -3,6 +3,7 @@ rendered with the base model's own chat template."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +23,32 @@ class PreferenceExample:
     rejected_ids: list[int]
 
 
+def calls_as_text(message: dict[str, Any]) -> str:
+    """An assistant turn's tool calls (or legacy function_call) as text after its content.
+
+    Chat templates of small models (SmolLM2's among them) drop `tool_calls`, which would train a call turn as
+    an empty answer; training and serving both render calls this way instead, so they see the same prompt."""
+    calls = list(message.get("tool_calls") or [])
+    if message.get("function_call"):
+        calls.append({"type": "function", "function": message["function_call"]})
+    content = message.get("content")
+    text = content if isinstance(content, str) else ""
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        fn = fn if isinstance(fn, dict) else {}
+        payload = json.dumps({"name": fn.get("name"), "arguments": fn.get("arguments")}, ensure_ascii=False)
+        text += f"\n<tool_call>{payload}</tool_call>" if text else f"<tool_call>{payload}</tool_call>"
+    return text
+
+
 def _render(tok: Any, messages: list[dict[str, Any]], tools: Any, generation_prompt: bool) -> list[int]:
-    clean = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
-    for m in clean:
-        if m.get("content") is None:
-            m["content"] = ""
+    clean = []
+    for m in messages:
+        role = "system" if m.get("role") == "developer" else m.get("role")  # as serving renders it
+        rendered = {k: v for k, v in m.items() if k not in ("weight", "tool_calls", "function_call")}
+        rendered["role"] = role
+        rendered["content"] = calls_as_text(m)
+        clean.append(rendered)
     kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation_prompt}
     if tools:
         kwargs["tools"] = tools
