@@ -87,11 +87,9 @@ class Encoded:
     params: SamplingParams  # max_new_tokens cut to the room the prompt leaves in the context
 
 
-def _context_exceeded(engine: CausalEngine, prompt: Prompt, tokens: int | None) -> InvalidRequest:
-    got = (f"your {prompt.param} resulted in {tokens} tokens" if tokens is not None
-           else f"your {prompt.param} hold {prompt.chars} characters, far more than fit in it")
+def _context_exceeded(engine: CausalEngine, prompt: Prompt, got: str, reduce: str = "") -> InvalidRequest:
     return InvalidRequest(f"This model's maximum context length is {engine.context} tokens. However, {got}. "
-                          f"Please reduce the length of the {prompt.param}.", param=prompt.param,
+                          f"Please reduce the length of the {prompt.param}{reduce}.", param=prompt.param,
                           code="context_length_exceeded")
 
 
@@ -199,18 +197,17 @@ class ChatService:
         engine = await self._registry(target).get(target.entry)
         for prompt in prompts:
             if prompt.chars > engine.max_prompt_chars:
-                raise _context_exceeded(engine, prompt, None)
+                raise _context_exceeded(engine, prompt, f"your {prompt.param} hold {prompt.chars} characters, "
+                                        "far more than fit in it")
         out = []
         for prompt in prompts:
             ids = await asyncio.to_thread(prompt.render, engine)
             if len(ids) >= engine.context:
-                raise _context_exceeded(engine, prompt, len(ids))
+                raise _context_exceeded(engine, prompt, f"your {prompt.param} resulted in {len(ids)} tokens")
             if requested_max is not None and len(ids) + params.max_new_tokens > engine.context:
-                raise InvalidRequest(
-                    f"This model's maximum context length is {engine.context} tokens. However, you requested "
-                    f"{len(ids) + params.max_new_tokens} tokens ({len(ids)} in the {prompt.param}, "
-                    f"{params.max_new_tokens} in the completion). Please reduce the length of the {prompt.param} "
-                    "or the completion.", param=prompt.param, code="context_length_exceeded")
+                raise _context_exceeded(
+                    engine, prompt, f"you requested {len(ids) + params.max_new_tokens} tokens ({len(ids)} in the "
+                    f"{prompt.param}, {params.max_new_tokens} in the completion)", " or the completion")
             room = min(params.max_new_tokens, engine.context - len(ids))
             out.append(Encoded(ids, replace(params, max_new_tokens=room)))
         return out

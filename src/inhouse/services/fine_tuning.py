@@ -229,8 +229,8 @@ class FineTuningService:
                    metadata: dict[str, str] | None, no_metadata: bool) -> Page[FineTuningJobRecord]:
         if not 1 <= limit <= 100:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-        if metadata is not None and len(metadata) > 16:  # a job holds at most 16 keys
-            raise InvalidRequest("At most 16 metadata filters may be given.", param="metadata")
+        if metadata is not None and len(metadata) > MAX_METADATA_KEYS:  # no job holds more keys
+            raise InvalidRequest(f"At most {MAX_METADATA_KEYS} metadata filters may be given.", param="metadata")
         return await self.meta.list_jobs(project.id, after=after, limit=limit, metadata=metadata,
                                          no_metadata=no_metadata)
 

@@ -128,14 +128,15 @@ class JobRunner:
             await self._fail(job, "max_attempts_exceeded",
                              f"The job was interrupted {job.attempts - 1} times and will not be retried.", None)
             return
-        # Validate first keeping nothing (a huge or bad file costs memory bounded by one line), then read the
-        # examples training needs.
-        if await self._datasets(job, keep=False) is None:
-            return
-        if job.status == "validating_files" and not await self.meta.worker_update(
-                job.id, self.owner, fields={"status": "queued"},
-                events=[event(job.id, "Files validated, moving job to queued state")]):
-            return
+        if job.status == "validating_files":
+            # Validate first keeping nothing (a huge or bad file costs memory bounded by one line), then read
+            # the examples training needs. A resumed job's files were validated already: one pass reads them.
+            if await self._datasets(job, keep=False) is None:
+                return
+            if not await self.meta.worker_update(job.id, self.owner, fields={"status": "queued"},
+                                                 events=[event(job.id, "Files validated, moving job to queued "
+                                                               "state")]):
+                return
         sets = await self._datasets(job, keep=True)
         if sets is None:
             return
