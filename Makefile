@@ -47,6 +47,7 @@ bench: install-test
 	$(PY) bench/http_server.py
 	$(PY) bench/chat.py
 	$(PY) bench/fine_tuning.py
+	$(PY) bench/embedding_fine_tuning.py
 	$(PY) bench/images.py
 	$(PY) bench/default_image_model.py
 

@@ -144,7 +144,7 @@ class Embeddings(BaseModel):
 
 
 class FineTuning(BaseModel):
-    """Training and serving of causal language models."""
+    """Fine-tuning jobs (chat and embedding models), and serving chat models."""
 
     lease_seconds: int = Field(30, description="A worker's claim on a job lasts this long without a heartbeat.")
     heartbeat_seconds: float = Field(2.0, description="How often a running job renews its lease and sees cancels.")
@@ -156,6 +156,10 @@ class FineTuning(BaseModel):
     base_learning_rate: float = Field(2e-4, description="LoRA learning rate before learning_rate_multiplier.")
     full_base_learning_rate: float = Field(
         2e-5, description="Learning rate of full fine-tuning (every weight) before learning_rate_multiplier."
+    )
+    embedding_base_learning_rate: float = Field(
+        2.5e-5, description="Learning rate of an embedding model's fine-tune (every weight) before "
+        "learning_rate_multiplier; with the auto multiplier (2) it is 5e-5, sentence-transformers' default."
     )
     threads: int = Field(
         0, description="Torch threads, set when a chat model loads and for training; 0 means the number of cores. "

@@ -73,3 +73,43 @@ def test_what_is_refused(message: dict[str, Any], needle: str) -> None:
     with pytest.raises(DataInvalid) as exc:
         parse([tool_example(i) for i in range(9)] + [bad])
     assert exc.value.code == "invalid_training_file" and needle in exc.value.message
+
+
+PAIR = {"query": "is Kestrel in stock", "positive": "wireless noise-cancelling headphones"}
+
+
+def test_pairs_are_an_embedding_models_format() -> None:
+    rows = [PAIR] * 9 + [{**PAIR, "negative": "a cast iron frying pan"}]
+    data = parse(rows, method="embedding")
+    assert data.kind == "pairs" and data.count == 10
+    assert data.examples[0] == {**PAIR, "negative": None}
+    assert data.examples[9]["negative"] == "a cast iron frying pan"
+    assert parse([{**PAIR, "negative": None}] * 10, method="embedding").examples[0]["negative"] is None
+
+
+@pytest.mark.parametrize(("row", "needle"), [
+    ({"query": "q"}, "Example 10 is missing key 'positive'"),
+    ({"positive": "p"}, "Example 10 is missing key 'query'"),
+    ({"query": "q", "positive": " "}, "Example 10 'positive' must be a non-empty string"),
+    ({"query": 3, "positive": "p"}, "Example 10 'query' must be a non-empty string"),
+    ({"query": "q", "positive": "p", "negative": ["n"]}, "Example 10 'negative' must be a non-empty string"),
+    ({"query": "q", "positive": "p", "negative": "p"}, "same text as 'positive' and 'negative'"),
+    ({"query": "q", "positive": "p", "score": 1}, "Example 10 contains an extra 'score'"),
+    ({"query": "q", "positive": "p" * 40_000}, "longer than 32768 characters"),
+    ({"messages": [{"role": "user", "content": "a"}]}, "Example 10 is in the chat format"),
+])
+def test_bad_pairs_name_the_example(row: dict[str, Any], needle: str) -> None:
+    with pytest.raises(DataInvalid) as bad:
+        parse([PAIR] * 9 + [row], method="embedding")
+    assert bad.value.code == "invalid_training_file" and needle in bad.value.message
+
+
+def test_formats_must_fit_the_model() -> None:
+    with pytest.raises(DataInvalid, match="Query/positive pairs fine-tune an embedding model"):
+        parse([PAIR] * 10)
+    chat = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    with pytest.raises(DataInvalid, match="An embedding model is fine-tuned on pairs"):
+        parse([chat] * 10, method="embedding")
+    with pytest.raises(DataInvalid) as few:
+        parse([PAIR] * 9, method="embedding")
+    assert few.value.code == "invalid_n_examples"

@@ -43,3 +43,42 @@ def test_sweep_removes_images_past_their_url_ttl(settings_factory: Any) -> None:
             await services.close()
 
     asyncio.run(body())
+
+
+def test_sweep_bounds_the_fine_tuned_embedding_cache_by_the_blob_store(settings_factory: Any, tmp_path: Path) -> None:
+    """A cached fine-tune (and its ONNX export) lives as long as the blob of its weights; a dead writer's temp
+    goes, a live one's stays."""
+    from inhouse.engines.embeddings.fine_tuned import write_model_dir
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    settings = settings_factory()
+    cache = settings.data_dir / "cache"
+
+    async def body() -> None:
+        services = build_services(settings)
+        await services.open()
+        try:
+            await put(services, "checkpoints/ftckpt-kept", 0)
+            await put(services, "checkpoints/ftckpt-gone", 0)
+            kept = write_model_dir(base, b"w1", cache / "fine-tuned" / "a", "checkpoints/ftckpt-kept")
+            gone = write_model_dir(base, b"w2", cache / "fine-tuned" / "b", "checkpoints/ftckpt-gone")
+            for name, source in (("x", kept), ("y", gone)):
+                (cache / "onnx" / name).mkdir(parents=True)
+                (cache / "onnx" / name / "source").write_text(str(source))
+            dead, live = cache / "fine-tuned" / ".c.dead.tmp", cache / "fine-tuned" / ".d.live.tmp"
+            dead.mkdir()
+            live.mkdir()
+            stamp = time.time() - settings.stale_temp_seconds - 5
+            os.utime(dead, (stamp, stamp))
+
+            assert (await services.maintenance.sweep()).cached_models == 1  # only the dead temp
+            await services.blobs.delete("checkpoints/ftckpt-gone")
+            assert (await services.maintenance.sweep()).cached_models == 2  # the model and its export
+            assert sorted(p.name for p in (cache / "fine-tuned").iterdir()) == [".d.live.tmp", "a"]
+            assert [p.name for p in (cache / "onnx").iterdir()] == ["x"]
+        finally:
+            await services.close()
+
+    asyncio.run(body())

@@ -21,7 +21,8 @@ _INLINE_ROWS = 32
 @router.post("/embeddings")
 async def create_embedding(body: CreateEmbeddingRequest, project: ProjectDep, services: ServicesDep) -> Response:
     result = await services.embeddings.create(
-        model=body.model, input=body.input, encoding_format=body.encoding_format, dimensions=body.dimensions
+        project_id=project.id, model=body.model, input=body.input, encoding_format=body.encoding_format,
+        dimensions=body.dimensions,
     )
     def render() -> str:
         little_endian = result.vectors.astype("<f4", copy=False)

@@ -14,6 +14,7 @@ from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.pipelines import DiffusionEngine
 from inhouse.engines.registry import ModelRegistry, embedding_registry
 from inhouse.services.chat import ChatService
+from inhouse.services.embedding_models import FineTunedEmbeddings
 from inhouse.services.embeddings import EmbeddingsService
 from inhouse.services.files import FilesService
 from inhouse.services.fine_tuning import FineTuningService
@@ -86,6 +87,8 @@ class Services:
                                      lambda: executors.pool("chat"))
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder, executors)
 
+        fine_tuned_embeddings = FineTunedEmbeddings(meta, blobs, settings.all_models(), settings.data_dir / "cache",
+                                                    settings.stale_temp_seconds)
         img = settings.images
 
         def load_diffusion(entry: ModelEntry) -> DiffusionEngine:
@@ -105,9 +108,9 @@ class Services:
             keys=KeysService(meta, settings.auth),
             idempotency=idempotency,
             maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds,
-                                           settings.images.url_ttl_seconds),
+                                           settings.images.url_ttl_seconds, caches=[fine_tuned_embeddings]),
             embedding_engines=engines,
-            embeddings=EmbeddingsService(models, engines, emb, executors),
+            embeddings=EmbeddingsService(models, engines, emb, executors, fine_tuned_embeddings),
             chat_engines=chat_engines,
             chat=chat,
             fine_tuning=FineTuningService(meta, models),

@@ -23,7 +23,16 @@ InputValue = str | list[str] | list[int] | list[list[int]]
 
 
 class EngineSource(Protocol):
-    async def get(self, entry: ModelEntry) -> EmbeddingEngine: ...
+    async def get(self, entry: ModelEntry) -> EmbeddingEngine:
+        """The loaded engine of `entry` (loading it off the loop on first use); EngineFailure if it cannot."""
+        ...
+
+
+class FineTunedSource(Protocol):
+    async def resolve(self, project_id: str, name: str) -> ModelEntry | None:
+        """The entry of the project's embedding fine-tune (or checkpoint) called `name`, ready to load; None
+        when there is none by that name."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,9 @@ def _bad_input(message: str) -> InvalidRequest:
 
 class EmbeddingsService:
     def __init__(self, models: ModelsService, engines: EngineSource, settings: EmbeddingSettings,
-                 executors: ModelExecutors) -> None:
+                 executors: ModelExecutors, fine_tuned: FineTunedSource) -> None:
         self.models = models
+        self.fine_tuned = fine_tuned
         self.executors = executors
         self.engines = engines
         self.settings = settings
@@ -104,9 +114,11 @@ class EmbeddingsService:
         assert texts is not None
         return self._tokenize(engine, texts)
 
-    async def create(self, *, model: str, input: InputValue, encoding_format: str | None,
+    async def create(self, *, project_id: str, model: str, input: InputValue, encoding_format: str | None,
                      dimensions: int | None) -> EmbeddingResult:
         entry = self.models.resolve_configured(model, "embedding")
+        if entry is None and model.startswith("ft:"):
+            entry = await self.fine_tuned.resolve(project_id, model)
         if entry is None:
             raise model_not_found(model, param="model")
         if encoding_format is not None and encoding_format not in ENCODING_FORMATS:

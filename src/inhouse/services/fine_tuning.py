@@ -40,7 +40,11 @@ def auto_epochs(n_examples: int) -> int:
     return 3
 
 
-def auto_batch_size(n_examples: int) -> int:
+def auto_batch_size(n_examples: int, kind: str = "chat") -> int:
+    if kind == "embedding":
+        # In-batch negatives: every other pair of a batch is a negative, so an embedding model learns more per
+        # step from a bigger batch; 32 is sentence-transformers' usual choice for this loss.
+        return max(2, min(32, n_examples))
     return max(1, min(256, round(0.002 * n_examples)))
 
 
@@ -48,10 +52,12 @@ AUTO_LR_MULTIPLIER = 2.0
 AUTO_BETA = 0.1
 
 
-def resolve(hp: dict[str, Any], n_examples: int, method: str) -> dict[str, Any]:
+def resolve(hp: dict[str, Any], n_examples: int, method: str, kind: str = "chat") -> dict[str, Any]:
+    """The hyperparameters a job trains with: each "auto" replaced by its value for this dataset."""
     out = {
         "n_epochs": auto_epochs(n_examples) if hp.get("n_epochs", AUTO) == AUTO else int(hp["n_epochs"]),
-        "batch_size": auto_batch_size(n_examples) if hp.get("batch_size", AUTO) == AUTO else int(hp["batch_size"]),
+        "batch_size": auto_batch_size(n_examples, kind) if hp.get("batch_size", AUTO) == AUTO
+        else int(hp["batch_size"]),
         "learning_rate_multiplier": AUTO_LR_MULTIPLIER if hp.get("learning_rate_multiplier", AUTO) == AUTO
         else float(hp["learning_rate_multiplier"]),
     }
@@ -123,6 +129,25 @@ def check_integrations(value: Any) -> list[Any] | None:
     return []
 
 
+def _check_embedding_job(method_type: str, hp: dict[str, Any], full: bool) -> None:
+    """What an embedding model's fine-tune can honour: supervised pairs, every weight trained, and batches of
+    at least two (the other pairs of a batch are each query's negatives)."""
+    if method_type != "supervised":
+        raise InvalidRequest(f"An embedding model is fine-tuned with method 'supervised' (pairs), not "
+                             f"{method_type!r}.", param="method.type", code="unsupported_method")
+    if not full:
+        raise InvalidRequest("An embedding model is always fine-tuned in full (every weight); "
+                             "inhouse.full_fine_tuning cannot be false for it.", param="inhouse.full_fine_tuning")
+    if hp.get("batch_size", AUTO) == 1:
+        raise InvalidRequest("batch_size must be at least 2 for an embedding model: the other pairs of a batch "
+                             "are each query's negatives.", param="method.supervised.hyperparameters.batch_size")
+
+
+def model_kind(job: FineTuningJobRecord) -> str:
+    """"chat" or "embedding": what the job trains (jobs from before embedding fine-tunes are chat)."""
+    return str(job.method.get("model_kind", "chat"))
+
+
 def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", value)
 
@@ -133,15 +158,17 @@ class FineTuningService:
         self.models = models
         self.clock = clock
 
-    async def _base_of(self, project: Project, model: str) -> tuple[str, str | None, str]:
-        """(local base model id, parent fine-tune or None, the base name used in the new model's name)."""
-        entry = self.models.resolve_configured(model, "chat")
-        if entry is not None:
-            return entry.id, None, model
+    async def _base_of(self, project: Project, model: str) -> tuple[str, str | None, str, str]:
+        """(local base model id, parent fine-tune or None, the base name used in the new model's name, and
+        the kind: "chat" or "embedding")."""
+        for kind in ("chat", "embedding"):
+            entry = self.models.resolve_configured(model, kind)
+            if entry is not None:
+                return entry.id, None, model, kind
         parent = await self.meta.get_model(project.id, model)
-        if parent is not None and parent.kind == "chat":
+        if parent is not None and parent.kind in ("chat", "embedding"):
             base_name = model.split(":")[1] if model.startswith("ft:") else parent.base_model
-            return parent.base_model, parent.id, base_name
+            return parent.base_model, parent.id, base_name, parent.kind
         # A request-level problem, so a synchronous 400 (as OpenAI answers for models it cannot tune).
         raise InvalidRequest(f"Model {model} is not available for fine-tuning or does not exist.", param="model",
                              code="model_not_available")
@@ -161,7 +188,7 @@ class FineTuningService:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-        base, parent, base_name = await self._base_of(project, model)
+        base, parent, base_name, kind = await self._base_of(project, model)
         training = await self._check_file(project, body.get("training_file"), "training_file")
         validation = None
         if body.get("validation_file") is not None:
@@ -197,9 +224,11 @@ class FineTuningService:
         # Extension (not in OpenAI's API): {"inhouse": {"full_fine_tuning": true}} trains every weight
         # instead of a LoRA adapter; send it with the SDK's extra_body.
         ext = body.get("inhouse") or {}
-        full = ext.get("full_fine_tuning", False) if isinstance(ext, dict) else None
+        full = ext.get("full_fine_tuning", kind == "embedding") if isinstance(ext, dict) else None
         if not isinstance(full, bool):
             raise InvalidRequest("inhouse.full_fine_tuning must be a boolean.", param="inhouse.full_fine_tuning")
+        if kind == "embedding":
+            _check_embedding_job(method_type, hp, full)
         job_id = new_id("ftjob")
         hyper = {k: hp.get(k, AUTO) for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
         if method_type == "dpo":
@@ -207,7 +236,8 @@ class FineTuningService:
         job = FineTuningJobRecord(
             id=job_id, project_id=project.id, created_at=self.clock(), model=model, base_model=base,
             parent_model=parent, training_file=training, validation_file=validation, suffix=suffix, seed=seed,
-            method={"type": method_type, "base_name": base_name, "org": _slug(project.name), "full": full},
+            method={"type": method_type, "base_name": base_name, "org": _slug(project.name), "full": full,
+                    "model_kind": kind},
             hyperparameters=hyper, status="validating_files", error=None, fine_tuned_model=None, finished_at=None,
             trained_tokens=None, integrations=integrations, metadata=metadata, result_files=[],
             estimated_finish=None, attempts=0, lease_owner=None, lease_expires_at=None,

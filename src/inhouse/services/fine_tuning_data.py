@@ -1,5 +1,6 @@
 """Validate fine-tuning files as OpenAI does, streaming line by line: chat, prompt/completion and preference
-formats, with OpenAI's error codes and a message naming the example."""
+formats for chat models, query/positive pairs for embedding models, with OpenAI's error codes and a message
+naming the example."""
 
 from __future__ import annotations
 
@@ -23,9 +24,15 @@ class DataInvalid(Exception):
     param: str
 
 
+PAIR_KEYS = {"query", "positive", "negative"}
+# Longest text of a pair: far beyond any encoder's window (training reads each text up to the model's
+# max_seq_length), small enough that a file of them stays a bounded amount of memory per example.
+MAX_PAIR_TEXT_CHARS = 32_768
+
+
 @dataclass(frozen=True)
 class Dataset:
-    kind: str  # "chat", "completion" or "preference"
+    kind: str  # "chat", "completion", "preference" or "pairs"
     count: int
     examples: list[dict[str, Any]]  # empty unless asked to keep them
 
@@ -112,7 +119,30 @@ def check_preference(ex: dict[str, Any], n: int) -> dict[str, Any]:
             "non_preferred": _one_assistant(rejected, "non_preferred_output", n)}
 
 
+def check_pair(ex: dict[str, Any], n: int) -> dict[str, Any]:
+    """{"query": …, "positive": …} with an optional "negative": texts, non-empty, nothing else."""
+    extra = set(ex) - PAIR_KEYS
+    if extra:
+        raise ValueError(f"Example {n} contains an extra {sorted(extra)[0]!r}; a pair has 'query', 'positive' "
+                         "and optionally 'negative'.")
+    for key in ("query", "positive", "negative"):
+        if key == "negative" and ex.get(key) is None:
+            continue
+        value = ex.get(key)
+        if key not in ex:
+            raise ValueError(f"Example {n} is missing key {key!r}.")
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"Example {n} {key!r} must be a non-empty string.")
+        if len(value) > MAX_PAIR_TEXT_CHARS:
+            raise ValueError(f"Example {n} {key!r} is longer than {MAX_PAIR_TEXT_CHARS} characters.")
+    if ex.get("negative") is not None and ex["negative"] == ex["positive"]:
+        raise ValueError(f"Example {n} has the same text as 'positive' and 'negative'.")
+    return {"query": ex["query"], "positive": ex["positive"], "negative": ex.get("negative")}
+
+
 def kind_of(ex: dict[str, Any]) -> str:
+    if "query" in ex or "positive" in ex:
+        return "pairs"
     if "input" in ex or "preferred_output" in ex or "preferred_completion" in ex:
         return "preference"
     if "messages" in ex:
@@ -124,7 +154,8 @@ def kind_of(ex: dict[str, Any]) -> str:
 
 async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str, max_line: int,
                         min_examples: int, keep: bool = True) -> Dataset:
-    """Examples of one file, or DataInvalid naming the first bad one. With keep=False only the count is
+    """Examples of one file, or DataInvalid naming the first bad one. `method` is "supervised" or "dpo" for a
+    chat model, "embedding" for an embedding model's (supervised) fine-tune. With keep=False only the count is
     kept, so checking a file takes memory bounded by its longest line, whatever its size."""
     label = "training file" if param == "training_file" else "validation file"
 
@@ -155,6 +186,8 @@ async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str
         try:
             if kind == "preference":
                 example = check_preference(ex, n)
+            elif kind == "pairs":
+                example = check_pair(ex, n)
             elif kind == "completion":
                 example = check_completion(ex, n)
             else:
@@ -188,6 +221,12 @@ async def parse_dataset(chunks: AsyncIterator[bytes], *, param: str, method: str
             batch, size = [], 0
     await asyncio.to_thread(check_batch, batch, True)
     kind = state["kind"]
+    if method == "embedding" and kind not in (None, "pairs"):
+        raise bad("Invalid file format. An embedding model is fine-tuned on pairs: one JSON object per line with "
+                  "'query', 'positive' and optionally 'negative'.")
+    if method != "embedding" and kind == "pairs":
+        raise bad("Invalid file format. Query/positive pairs fine-tune an embedding model; a chat model needs "
+                  "the chat format ('messages').")
     if method == "dpo" and kind not in (None, "preference"):
         raise bad("Invalid file format. DPO needs the preference format: 'input', 'preferred_output' and "
                   "'non_preferred_output'.")

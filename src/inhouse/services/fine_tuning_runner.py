@@ -20,11 +20,13 @@ from typing import Any
 from inhouse.config import Settings
 from inhouse.engines.causal.data import encode_preference, encode_sft
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
-from inhouse.engines.causal.training import Resume, Stopped, TrainSpec, steps_per_epoch, train
+from inhouse.engines.causal.training import TrainSpec, train
 from inhouse.engines.executors import ModelExecutors
+from inhouse.engines.locate import require_model
+from inhouse.engines.training import Resume, Stopped, steps_per_epoch
 from inhouse.ids import new_id, now
 from inhouse.services.files import FilesService, file_blob_key
-from inhouse.services.fine_tuning import event, model_name, resolve
+from inhouse.services.fine_tuning import event, model_kind, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
 from inhouse.services.models import ModelsService
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
@@ -68,8 +70,9 @@ class JobRunner:
         f = await self.meta.get_file(job.project_id, file_id, self.clock())
         if f is None:
             raise DataInvalid("invalid_" + param, f"The {param.replace('_', ' ')} {file_id} no longer exists.", param)
+        method = "embedding" if model_kind(job) == "embedding" else job.method["type"]
         return await parse_dataset(self.blobs.read(file_blob_key(file_id)), param=param,
-                                   method=job.method["type"], max_line=self.settings.limits.max_jsonl_line_bytes,
+                                   method=method, max_line=self.settings.limits.max_jsonl_line_bytes,
                                    min_examples=min_examples, keep=keep)
 
     async def _datasets(self, job: FineTuningJobRecord, keep: bool) -> tuple[Dataset, Dataset | None] | None:
@@ -140,8 +143,12 @@ class JobRunner:
         sets = await self._datasets(job, keep=True)
         if sets is None:
             return
+        if job.parent_model and await self.meta.get_model(job.project_id, job.parent_model) is None:
+            await self._fail(job, "invalid_model", f"The model {job.parent_model} to continue from was deleted.",
+                             "model")
+            return
         train_set, valid_set = sets
-        hp = resolve(job.hyperparameters, len(train_set.examples), job.method["type"])
+        hp = resolve(job.hyperparameters, len(train_set.examples), job.method["type"], model_kind(job))
         per_epoch = steps_per_epoch(len(train_set.examples), hp["batch_size"])
         run.total_steps = per_epoch * hp["n_epochs"]
         resume = await self._resume_point(job)
@@ -152,7 +159,8 @@ class JobRunner:
         if not await self.meta.worker_update(job.id, self.owner, fields={
                 "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
             return
-        adapter, trained_tokens = await self.executors.run("training", self._train, run, train_set, valid_set, hp,
+        train_fn = self._train_encoder if model_kind(job) == "embedding" else self._train
+        adapter, trained_tokens = await self.executors.run("training", train_fn, run, train_set, valid_set, hp,
                                                            resume)
         await self._succeed(run, adapter, trained_tokens)
 
@@ -200,6 +208,25 @@ class JobRunner:
                          seed=job.seed, lora_rank=self.cfg.lora_rank, full=full)
         return train(model, int(tok.pad_token_id), train_ex, valid_ex, spec, _Hooks(self, run, hp), resume)
 
+    def _train_encoder(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
+                       resume: Resume | None) -> tuple[bytes, int]:
+        from inhouse.engines.embeddings.training import EncoderTrainSpec, PairExample, load_trainable, train_encoder
+
+        job = run.job
+        entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
+        parent = None
+        if job.parent_model and resume is None:  # continuing a fine-tune: start from its weights
+            record = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
+            parent = self._call(run, read_all(self.blobs, record.artifact_key))
+        model = load_trainable(require_model(entry), self.cfg.threads, parent)
+        spec = EncoderTrainSpec(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], seed=job.seed,
+                                learning_rate=self.cfg.embedding_base_learning_rate * hp["learning_rate_multiplier"])
+
+        def pairs(data: Dataset | None) -> list[PairExample]:
+            return [PairExample(e["query"], e["positive"], e.get("negative")) for e in data.examples] if data else []
+
+        return train_encoder(model, pairs(train_set), pairs(valid_set), spec, _Hooks(self, run, hp), resume)
+
     async def _checkpoint(self, run: _Run, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any],
                           final: bool) -> None:
         job = run.job
@@ -224,7 +251,7 @@ class JobRunner:
         final_ckpt = page.items[0]
         name = model_name(job)
         result = await self._result_file(job)
-        model = ModelRecord(name, job.project_id, self.clock(), f"user-{job.method['org']}", "chat",
+        model = ModelRecord(name, job.project_id, self.clock(), f"user-{job.method['org']}", model_kind(job),
                             job.base_model, final_ckpt.artifact_key)
         done = await self.meta.finish_job_success(job.id, self.owner, fields={
             "status": "succeeded", "fine_tuned_model": name, "finished_at": self.clock(),
@@ -248,14 +275,32 @@ class JobRunner:
             after = page.items[-1].id
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"])
+        # Each column: its CSV header -> the metric it reads.
+        columns = (_ENCODER_COLUMNS if model_kind(job) == "embedding" else _CHAT_COLUMNS)
+        w.writerow(["step", *columns])
         for step in sorted(rows):
             d = rows[step]
-            w.writerow([step, _fmt(d.get("train_loss")), _fmt(d.get("train_mean_token_accuracy")),
-                        _fmt(d.get("valid_loss")), _fmt(d.get("valid_mean_token_accuracy"))])
+            w.writerow([step, *(_fmt(d.get(key)) for key in columns.values())])
         rec = await self.files.store_output(job.project_id, "step_metrics.csv", "fine-tune-results",
                                             out.getvalue().encode())
         return rec.id
+
+
+_CHAT_COLUMNS = {"train_loss": "train_loss", "train_accuracy": "train_mean_token_accuracy",
+                 "valid_loss": "valid_loss", "valid_mean_token_accuracy": "valid_mean_token_accuracy"}
+_ENCODER_COLUMNS = {"train_loss": "train_loss", "train_accuracy": "train_accuracy", "valid_loss": "valid_loss",
+                    "valid_accuracy_at_1": "valid_accuracy_at_1", "valid_mrr_at_10": "valid_mrr_at_10"}
+
+
+def _step_text(metrics: dict[str, Any], total_steps: int) -> str:
+    text = f"Step {metrics['step']}/{total_steps}: training loss={metrics['train_loss']:.2f}"
+    if "valid_accuracy_at_1" in metrics:  # an embedding model's retrieval metrics
+        text += (f", validation loss={metrics['valid_loss']:.2f}, "
+                 f"accuracy@1={metrics['valid_accuracy_at_1']:.3f}, MRR@10={metrics['valid_mrr_at_10']:.3f}")
+    elif "valid_loss" in metrics:
+        text += (f", validation loss={metrics['valid_loss']:.2f}, "
+                 f"full validation loss={metrics['full_valid_loss']:.2f}")
+    return text
 
 
 def _fmt(value: Any) -> str:
@@ -283,10 +328,7 @@ class _Hooks:
         self.run.last_logged_step = step
         avg = sum(self.step_times) / len(self.step_times)
         finish = self.runner.clock() + math.ceil(avg * (self.run.total_steps - step))
-        text = f"Step {step}/{self.run.total_steps}: training loss={metrics['train_loss']:.2f}"
-        if "valid_loss" in metrics:
-            text += (f", validation loss={metrics['valid_loss']:.2f}, "
-                     f"full validation loss={metrics['full_valid_loss']:.2f}")
+        text = _step_text(metrics, self.run.total_steps)
         ok = self.runner._call(self.run, self.runner.meta.worker_update(
             self.run.job.id, self.run.owner, fields={"estimated_finish": finish},
             events=[event(self.run.job.id, text, type="metrics", data=metrics)]))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from inhouse.ids import now
 from inhouse.services.files import file_blob_key
@@ -24,6 +25,13 @@ class SweepReport:
     temporaries: int = 0
     idempotency: int = 0
     expired_images: int = 0
+    cached_models: int = 0
+
+
+class ModelCache(Protocol):
+    async def sweep(self) -> int:
+        """Remove what the cache holds for artifacts that are gone; returns how many entries went."""
+        ...
 
 
 class MaintenanceService:
@@ -36,7 +44,9 @@ class MaintenanceService:
         stale_temp_seconds: float,
         image_ttl_seconds: float = 3600,
         clock: Callable[[], int] = now,
+        caches: Sequence[ModelCache] = (),
     ) -> None:
+        self.caches = caches
         self.image_ttl_seconds = image_ttl_seconds
         self.meta = meta
         self.blobs = blobs
@@ -63,6 +73,8 @@ class MaintenanceService:
                 report.expired_images += 1
         report.temporaries = await self.blobs.remove_temporaries(self.stale_temp_seconds)
         report.idempotency = await self.idempotency.purge()
+        for cache in self.caches:
+            report.cached_models += await cache.sweep()
         if any(vars(report).values()):
             log.info("sweep: %s", report)
         return report

@@ -3,19 +3,23 @@ checkpoint per epoch and a stop check every step so cancel and pause take effect
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from inhouse.engines.causal.adapters import attach_adapter, dump_adapter, dump_full, load_full, lora_config
 from inhouse.engines.causal.data import IGNORE, PreferenceExample, SftExample, token_count
+from inhouse.engines.training import (
+    Resume,
+    Stopped,
+    TrainingHooks,
+    epoch_batches,
+    optimizer_step,
+    steps_per_epoch,
+)
+
+__all__ = ["ADAPTER", "Resume", "Stopped", "TrainSpec", "steps_per_epoch", "train"]
 
 ADAPTER = "default"
-
-
-class Stopped(Exception):
-    """The job was cancelled, paused or lost its lease: stop now, write nothing more."""
 
 
 @dataclass(frozen=True)
@@ -28,23 +32,6 @@ class TrainSpec:
     seed: int
     lora_rank: int
     full: bool = False  # every weight trained, instead of a LoRA adapter
-
-
-@dataclass(frozen=True)
-class Resume:
-    adapter: bytes
-    epoch: int  # epochs already done
-    step: int  # steps already done
-
-
-class TrainingHooks(Protocol):
-    def on_step(self, metrics: dict[str, Any]) -> None: ...
-    def on_epoch(self, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any]) -> None: ...
-    def should_stop(self) -> bool: ...
-
-
-def steps_per_epoch(n_examples: int, batch_size: int) -> int:
-    return max(1, math.ceil(n_examples / batch_size))
 
 
 def _pad(rows: list[list[int]], value: int) -> Any:
@@ -159,21 +146,15 @@ def train(model: Any, pad_id: int, train_set: list[Any], valid_set: list[Any], s
     step = resume.step if resume else 0
     start_epoch = resume.epoch if resume else 0
     for epoch in range(start_epoch, spec.n_epochs):
-        # The order depends only on (seed, epoch), so a resumed run sees the batches a straight run would.
-        order = list(range(len(train_set)))
-        random.Random(spec.seed * 1_000_003 + epoch).shuffle(order)
-        for b in range(per_epoch):
+        for b, indices in enumerate(epoch_batches(len(train_set), spec.batch_size, spec.seed, epoch)):
             if hooks.should_stop():
                 raise Stopped()
-            batch = [train_set[i] for i in order[b * spec.batch_size : (b + 1) * spec.batch_size]]
+            batch = [train_set[i] for i in indices]
             if spec.method == "dpo":
                 loss, accuracy, _ = _dpo_batch(model, batch, pad_id, spec.beta, reference)
             else:
                 loss, accuracy, _ = _sft_batch(model, batch, pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            optimizer_step(loss, params, optimizer)
             step += 1
             metrics: dict[str, Any] = {"step": step, "total_steps": total_steps, "train_loss": loss.item(),
                                        "train_mean_token_accuracy": accuracy}

@@ -18,16 +18,19 @@ log = logging.getLogger(__name__)
 
 # Model families onnxruntime's transformer optimizer can fuse (attention, layer norm, gelu).
 _FUSABLE = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "mpnet": "bert"}
-_FORMAT = "v1"  # bump when the export recipe changes, so old caches are not reused
+_FORMAT = "v2"  # bump when the export recipe (or this key) changes, so old caches are not reused
 
 
 def cache_key(spec: EncoderSpec) -> str:
+    """Names the export of one directory's current files. The directory itself is part of the key: two
+    fine-tunes of one base have files of the same names and sizes, written in the same second."""
     h = hashlib.sha256(_FORMAT.encode())
+    h.update(str(spec.path.resolve()).encode())
     for name in sorted(os.listdir(spec.path)):
         p = spec.path / name
         if p.is_file():
             st = p.stat()
-            h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -81,7 +84,27 @@ def export(spec: EncoderSpec, target: Path) -> Path:
         os.replace(raw, final)
     else:
         raw.unlink(missing_ok=True)
+    (target / SOURCE).write_text(str(spec.path.resolve()))
     return final
+
+
+SOURCE = "source"  # the model directory an export was made from
+
+
+def remove_orphan_exports(cache_dir: Path) -> int:
+    """Remove exports whose model directory is gone (a fine-tune swept from the cache). Exports without a
+    SOURCE (made before it existed) are kept."""
+    import shutil
+
+    root = cache_dir / "onnx"
+    removed = 0
+    if root.is_dir():
+        for d in root.iterdir():
+            source = d / SOURCE
+            if source.is_file() and not Path(source.read_text()).exists():
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 class OnnxEncoder:
