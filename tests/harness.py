@@ -48,6 +48,14 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/chat/completions$"), "CreateChatCompletionResponse"),
     ("POST", re.compile(r"^/v1/completions$"), "CreateCompletionResponse"),
     ("POST", re.compile(r"^/v1/images/(generations|edits|variations)$"), "ImagesResponse"),
+    ("GET", re.compile(r"^/v1/organization/usage/(completions|embeddings|images)$"), "UsageResponse"),
+    ("GET", re.compile(r"^/v1/organization/projects$"), "ProjectListResponse"),
+    ("GET", re.compile(r"^/v1/organization/projects/[^/]+$"), "Project"),
+    ("GET", re.compile(r"^/v1/organization/projects/[^/]+/api_keys$"), "ProjectApiKeyListResponse"),
+    ("GET", re.compile(r"^/v1/organization/projects/[^/]+/api_keys/[^/]+$"), "ProjectApiKey"),
+    # Extensions answer the key object too (with `value` once, on create).
+    ("POST", re.compile(r"^/v1/organization/projects/[^/]+/api_keys(/[^/]+)?$"), "ProjectApiKey"),
+    ("DELETE", re.compile(r"^/v1/organization/projects/[^/]+/api_keys/[^/]+$"), "ProjectApiKeyDeleteResponse"),
 ]
 
 

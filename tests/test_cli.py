@@ -45,7 +45,7 @@ def test_worker_runs_alone_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {"INHOUSE_DATA_DIR": str(tmp_path / "d"), "INHOUSE_SWEEP_INTERVAL_SECONDS": "0.2"}
     assert run_cli("migrate", env=env).returncode == 0
     db = sqlite3.connect(tmp_path / "d" / "inhouse.db")
-    db.execute("INSERT INTO projects VALUES ('proj_1', 'p', 0)")
+    db.execute("INSERT INTO projects (id, name, created_at) VALUES ('proj_1', 'p', 0)")
     db.execute("INSERT INTO uploads VALUES ('upload_1', 'proj_1', 'f', 'assistants', 3, 'text/plain', 'pending', 0, 1,"
                " NULL, NULL)")
     db.commit()

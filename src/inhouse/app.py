@@ -12,11 +12,14 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
 
 from inhouse import __version__
-from inhouse.api import chat, embeddings, files, fine_tuning, health, images, models, uploads
+from inhouse.api import chat, console, embeddings, files, fine_tuning, health, images, models, projects, uploads, usage
 from inhouse.api import errors as api_errors
 from inhouse.api.auth import Authenticate
 from inhouse.api.idempotency import Idempotency
 from inhouse.api.images import REQUEST_CAP as IMAGE_REQUEST_CAP
+from inhouse.api.metering import RateLimit
+from inhouse.api.metrics import AppMetrics, HttpMetrics
+from inhouse.api.metrics import router as metrics_router
 from inhouse.api.middleware import BodyLimit, InFlight, RequestContext
 from inhouse.config import Settings
 from inhouse.services.container import Services
@@ -117,17 +120,23 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_errors.install(app)
 
     v1 = APIRouter(prefix="/v1")
-    for module in (files, uploads, models, embeddings, fine_tuning, chat, images):
+    for module in (files, uploads, models, embeddings, fine_tuning, chat, images, usage, projects):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(metrics_router)
+    app.state.metrics = AppMetrics(svc)
+    app.include_router(console.router)
 
-    # Outermost first: request id stamps everything, then the cap on requests in progress, then the key
-    # (before a byte of body is read), then body caps and deadlines, then idempotent replays.
+    # Outermost first: request id stamps everything, metrics count and time everything (by route template),
+    # then the cap on requests in progress, then the key (before a byte of body is read), then body caps and
+    # deadlines, then idempotent replays.
     app.add_middleware(Idempotency)
     app.add_middleware(BodyLimit, cap_for=body_caps(settings), stall_seconds=settings.http.body_timeout_seconds)
+    app.add_middleware(RateLimit)  # per-key limits, right after the key is known and before the body is read
     app.add_middleware(Authenticate)
     app.add_middleware(InFlight, limit=settings.http.max_requests, send_timeout=settings.http.send_timeout_seconds)
+    app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     app.add_middleware(RequestContext)
     return app
 

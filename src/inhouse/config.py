@@ -199,6 +199,15 @@ class Images(BaseModel):
     )
 
 
+class Metrics(BaseModel):
+    """Prometheus metrics at GET /metrics (docs/metrics.md)."""
+
+    public: bool = Field(
+        False, description="Answer GET /metrics without an API key (for a scraper on an internal network); "
+        "otherwise it takes a key like every API route once keys exist."
+    )
+
+
 class Settings(BaseSettings):
     """Everything Inhouse reads from its environment, built once and passed in."""
 
@@ -228,6 +237,7 @@ class Settings(BaseSettings):
     embeddings: Embeddings = Field(default_factory=Embeddings)
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
     images: Images = Field(default_factory=Images)
+    metrics: Metrics = Field(default_factory=Metrics)
     models: list[ModelEntry] = Field(
         default_factory=default_models, description="Local models and the OpenAI names they answer to."
     )

@@ -16,7 +16,8 @@ ROOTS = [
     "ListModelsResponse", "DeleteModelResponse", "ErrorResponse", "CreateEmbeddingResponse",
     "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
     "ListFineTuningJobCheckpointsResponse", "CreateChatCompletionResponse", "CreateCompletionResponse",
-    "ImagesResponse",
+    "ImagesResponse", "UsageResponse", "ProjectListResponse", "Project", "ProjectApiKey",
+    "ProjectApiKeyListResponse", "ProjectApiKeyDeleteResponse",
 ]
 
 

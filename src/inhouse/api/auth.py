@@ -1,6 +1,8 @@
 """Authentication as the outermost gate: the key is checked before any body is read, parsed or recorded.
 
-Public without a key: health probes, and signed image URLs (their signature is the credential). In open
+Public without a key: health probes, signed image URLs (their signature is the credential), and the web
+console's static files (`GET /console/...`: plain HTML/JS holding no data; what it shows it fetches from /v1
+with the user's key, through every check below), and GET /metrics where `metrics.public` says so. In open
 mode (no keys, loopback only) a request must also come from this machine: a loopback `Host` (a DNS-rebinding
 page sends its own name) and no cross-site browser context (`Origin`, `Sec-Fetch-Site`), so a web page the
 user visits cannot drive their local server.
@@ -22,9 +24,20 @@ _PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _SIGNED_IMAGES = "/v1/images/files/"
 
 
+_CONSOLE = "/console"
+
+
 def is_public(scope: Scope) -> bool:
     path: str = scope["path"]
-    return path in _PUBLIC_PATHS or (scope["method"] in ("GET", "HEAD") and path.startswith(_SIGNED_IMAGES))
+    if path in _PUBLIC_PATHS:
+        return True
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    if path == "/metrics":  # open only where the operator said so (metrics.public)
+        return bool(scope["app"].state.services.settings.metrics.public)
+    # Routing matches the same raw path, so whatever starts with /console/ (even /console/../v1/files) reaches
+    # only the console's router, which answers from its own table of files.
+    return path.startswith(_SIGNED_IMAGES) or path == _CONSOLE or path.startswith(_CONSOLE + "/")
 
 
 def is_loopback_name(host: str) -> bool:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.api.metering import MeterDep
 from inhouse.engines.causal.generation import SamplingParams
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.ids import new_id, now
@@ -27,6 +28,12 @@ DONE = b"data: [DONE]\n\n"
 
 def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+
+
+def _estimate(prompts: list[Prompt], params: SamplingParams, n: int) -> int:
+    """Tokens taken from a token limit before generating (OpenAI's way): a quarter of the prompt's characters
+    plus the most it may generate."""
+    return sum(-(-p.chars // 4) for p in prompts) + params.max_new_tokens * n * len(prompts)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -64,8 +71,8 @@ def _error_frame(exc: BaseException) -> bytes:
 
 
 @router.post("/chat/completions", response_model=None)
-async def create_chat_completion(body: CreateChatCompletionRequest, project: ProjectDep,
-                                 services: ServicesDep) -> JSONResponse | StreamingResponse:
+async def create_chat_completion(body: CreateChatCompletionRequest, project: ProjectDep, services: ServicesDep,
+                                 meter: MeterDep) -> JSONResponse | StreamingResponse:
     chat = services.chat
     if body.logprobs:
         raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
@@ -75,9 +82,11 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
     params, n = chat.params(max_tokens=asked, default_max=256,
                             temperature=body.temperature, top_p=body.top_p, n=body.n, stop=body.stop,
                             seed=body.seed)
+    meter.admit(lambda: _estimate([prompt], params, n))
     cid, created = new_id("chatcmpl"), now()
     if not body.stream:
         [(outs, prompt_tokens)] = await chat.generate(target, [prompt], params, n, asked)
+        await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=sum(o.tokens for o in outs))
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT,
@@ -111,6 +120,9 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                 yield _sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion)})
         except Exception as exc:
             yield _error_frame(exc)
+        finally:  # also when the client goes away: what was generated counts
+            if prompt_tokens:
+                meter.done_nowait(body.model, input_tokens=prompt_tokens, output_tokens=completion)
         yield DONE
 
     return _HeldStream(frames(), slot)
@@ -129,8 +141,8 @@ async def _admit_stream(chat: ChatService, target: Target, prompts: list[Prompt]
 
 
 @router.post("/completions", response_model=None)
-async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
-                            services: ServicesDep) -> JSONResponse | StreamingResponse:
+async def create_completion(body: CreateCompletionRequest, project: ProjectDep, services: ServicesDep,
+                            meter: MeterDep) -> JSONResponse | StreamingResponse:
     chat = services.chat
     if body.suffix is not None:
         raise InvalidRequest("suffix is not supported by this server.", param="suffix")
@@ -143,6 +155,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
     target = await chat.resolve(project.id, body.model)
     params, n = chat.params(max_tokens=body.max_tokens, default_max=16, temperature=body.temperature,
                             top_p=body.top_p, n=body.n, stop=body.stop, seed=body.seed)
+    meter.admit(lambda: _estimate(texts, params, n))
     cid, created = new_id("cmpl"), now()
     echo = bool(body.echo)
     if not body.stream:
@@ -154,6 +167,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
                 completion += o.tokens
                 choices.append({"text": (text if echo else "") + o.text, "index": p_index * n + j,
                                 "logprobs": None, "finish_reason": o.finish_reason})
+        await meter.done(body.model, input_tokens=prompt_total, output_tokens=completion)
         return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": body.model,
                              "system_fingerprint": FINGERPRINT, "choices": choices,
                              "usage": _usage(prompt_total, completion)})
@@ -185,6 +199,9 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep,
                 yield _sse({**base, "choices": [], "usage": _usage(prompt_total, completion)})
         except Exception as exc:
             yield _error_frame(exc)
+        finally:  # also when the client goes away: what was generated counts
+            if prompt_total:
+                meter.done_nowait(body.model, input_tokens=prompt_total, output_tokens=completion)
         yield DONE
 
     return _HeldStream(frames(), slot)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator
 
-from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.api.deps import CallerDep, ProjectDep, ServicesDep
 from inhouse.schemas.common import valid_unicode
 from inhouse.schemas.fine_tuning import checkpoint_object, event_object, job_object
 
@@ -18,8 +18,8 @@ JobBody = Annotated[dict[str, Any], BeforeValidator(valid_unicode), Body()]
 
 
 @router.post("/fine_tuning/jobs")
-async def create_job(body: JobBody, project: ProjectDep, services: ServicesDep) -> JSONResponse:
-    return JSONResponse(job_object(await services.fine_tuning.create(project, body)))
+async def create_job(body: JobBody, caller: CallerDep, services: ServicesDep) -> JSONResponse:
+    return JSONResponse(job_object(await services.fine_tuning.create(caller.project, body, caller.key_id)))
 
 
 @router.get("/fine_tuning/jobs")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.api.metering import MeterDep
 from inhouse.api.multipart import Form, MemorySink, Sink, read_form
 from inhouse.errors import InvalidRequest, PermissionDenied
 from inhouse.ids import now
@@ -53,14 +54,15 @@ def _options(form: Form, *, default_model: str) -> ImageOptions:
 
 
 @router.post("/images/generations")
-async def create_image(body: CreateImageRequest, request: Request, project: ProjectDep,
-                       services: ServicesDep) -> JSONResponse:
+async def create_image(body: CreateImageRequest, request: Request, project: ProjectDep, services: ServicesDep,
+                       meter: MeterDep) -> JSONResponse:
     with services.images.admit():
         options = ImageOptions(model=body.model or "dall-e-2", prompt=body.prompt, n=body.n, size=body.size,
                                quality=body.quality, style=body.style, response_format=body.response_format,
                                output_format=body.output_format, output_compression=body.output_compression,
                                background=body.background, moderation=body.moderation, seed=body.seed)
         plan, images = await services.images.generate(options)
+        await meter.done(options.model, images=len(images))
         return await _answer(plan, images, request, services)
 
 
@@ -97,7 +99,8 @@ async def _received_images(request: Request, services: Any, allowed: tuple[str, 
 
 
 @router.post("/images/edits")
-async def create_image_edit(request: Request, project: ProjectDep, services: ServicesDep) -> JSONResponse:
+async def create_image_edit(request: Request, project: ProjectDep, services: ServicesDep,
+                            meter: MeterDep) -> JSONResponse:
     # Admitted once the body is in, before anything is decoded: a slot taken before the read would let a
     # client that stalls its upload hold it as long as it likes.
     async with _received_images(request, services, ("image", "mask")) as (form, sinks):
@@ -108,11 +111,13 @@ async def create_image_edit(request: Request, project: ProjectDep, services: Ser
             options = _options(form, default_model="dall-e-2")
             plan, images = await services.images.edit(options, [s.value() for s in sinks.get("image", [])],
                                                       masks[0].value() if masks else None)
+            await meter.done(options.model, images=len(images))
             return await _answer(plan, images, request, services)
 
 
 @router.post("/images/variations")
-async def create_image_variation(request: Request, project: ProjectDep, services: ServicesDep) -> JSONResponse:
+async def create_image_variation(request: Request, project: ProjectDep, services: ServicesDep,
+                                 meter: MeterDep) -> JSONResponse:
     async with _received_images(request, services, ("image",)) as (form, sinks):
         with services.images.admit():  # after the read, as for edits
             images = sinks.get("image", [])
@@ -120,6 +125,7 @@ async def create_image_variation(request: Request, project: ProjectDep, services
                 raise InvalidRequest("Send exactly one 'image'.", param="image")
             options = _options(form, default_model="dall-e-2")
             plan, out = await services.images.variation(options, images[0].value())
+            await meter.done(options.model, images=len(out))
             return await _answer(plan, out, request, services)
 
 

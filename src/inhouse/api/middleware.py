@@ -8,7 +8,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inhouse import observability
 from inhouse.api.errors import envelope, request_id_of
+
+_REFUSED = observability.REFUSED.labels("http")
 
 
 class RequestContext:
@@ -51,6 +54,7 @@ class InFlight:
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
+            _REFUSED.inc()
             response = envelope(503, "The server is handling as many requests as it can; retry shortly.",
                                 type="server_error", code="server_busy", request_id=request_id_of(scope),
                                 headers={"retry-after": "1", "retry-after-ms": "1000"})

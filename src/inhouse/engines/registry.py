@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Generic, Protocol, TypeVar
 
+from inhouse import observability
 from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import EncoderSpec
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions, load_encoder
@@ -43,9 +44,20 @@ class ModelRegistry(Generic[E]):
 
     def _timed_load(self, entry: ModelEntry) -> E:
         t0 = time.perf_counter()
-        engine = self._load(entry)
-        log.info("loaded %s model %s in %.1f s", self.kind, entry.id, time.perf_counter() - t0)
+        try:
+            engine = self._load(entry)
+        except BaseException:
+            observability.MODEL_LOAD_FAILURES.labels(self.kind).inc()
+            raise
+        took = time.perf_counter() - t0
+        observability.MODEL_LOAD_SECONDS.labels(self.kind).observe(took)
+        log.info("loaded %s model %s in %.1f s", self.kind, entry.id, took)
         return engine
+
+    def _timed_close(self, engine: E) -> None:
+        t0 = time.perf_counter()
+        engine.close()
+        observability.MODEL_UNLOAD_SECONDS.labels(self.kind).observe(time.perf_counter() - t0)
 
     async def get(self, entry: ModelEntry) -> E:
         engine = self._engines.get(entry.id)
@@ -72,6 +84,10 @@ class ModelRegistry(Generic[E]):
     def loaded(self) -> list[str]:
         return list(self._engines)
 
+    def engines(self) -> list[E]:
+        """The loaded engines, for reading their live state (queue depths) at scrape time."""
+        return list(self._engines.values())
+
     async def unload_idle(self) -> list[str]:
         now = time.monotonic()
         gone = []
@@ -80,7 +96,7 @@ class ModelRegistry(Generic[E]):
             if since is not None and now - since > self.idle_unload_s:
                 gone.append(mid)
                 del self._engines[mid]
-                await self._off_loop(engine.close)
+                await self._off_loop(self._timed_close, engine)
                 log.info("unloaded idle %s model %s", self.kind, mid)
         if gone:
             # Give what the unloaded models leave in reference cycles back to the collector, once.
@@ -92,7 +108,7 @@ class ModelRegistry(Generic[E]):
     async def close(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         for engine in engines:
-            await self._off_loop(engine.close)
+            await self._off_loop(self._timed_close, engine)
 
     async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor(), fn, *args)
@@ -101,6 +117,10 @@ class ModelRegistry(Generic[E]):
 def embedding_registry(options: EmbeddingOptions, idle_unload_s: float,
                        executor: Callable[[], Executor | None] = lambda: None) -> ModelRegistry[EmbeddingEngine]:
     def load(entry: ModelEntry) -> EmbeddingEngine:
-        return EmbeddingEngine(load_encoder(EncoderSpec.read(require_model(entry)), options), options)
+        engine = EmbeddingEngine(load_encoder(EncoderSpec.read(require_model(entry)), options), options)
+        # Fine-tunes load as `ft-embedding:<blob key>` (services/embedding_models.py): one label for them all.
+        is_fine_tune = entry.id.startswith("ft-embedding:")
+        engine.batcher.label_as(observability.FINE_TUNED if is_fine_tune else entry.id)
+        return engine
 
     return ModelRegistry("embedding", load, idle_unload_s, executor)

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
+from inhouse import observability
 from inhouse.errors import Overloaded
 
 
@@ -24,10 +25,11 @@ class Slot:
 
 
 class Admission:
-    def __init__(self, limit: Callable[[], int], message: str, retry_after_s: float) -> None:
+    def __init__(self, limit: Callable[[], int], message: str, retry_after_s: float, kind: str = "other") -> None:
         self._limit = limit  # read each time, so a changed setting applies at once
         self._message = message
         self._retry_after_s = retry_after_s
+        self._refused = observability.REFUSED.labels(kind)  # kind: one of observability.REFUSAL_KINDS
         self.active = 0
         self.lock = threading.Lock()
 
@@ -35,6 +37,7 @@ class Admission:
         """A slot the caller must release; for a request whose work outlives the handler (a stream)."""
         with self.lock:
             if self.active >= self._limit():
+                self._refused.inc()
                 raise Overloaded(self._message, retry_after_s=self._retry_after_s, code="queue_full")
             self.active += 1
         return Slot(self)
@@ -54,16 +57,18 @@ class ByteBudget:
     Admission slots are taken only once a body is in (so a stalled upload holds none); this bounds what the
     bodies being received can hold meanwhile."""
 
-    def __init__(self, limit: Callable[[], int], message: str, retry_after_s: float) -> None:
+    def __init__(self, limit: Callable[[], int], message: str, retry_after_s: float, kind: str = "other") -> None:
         self._limit = limit
         self._message = message
         self._retry_after_s = retry_after_s
+        self._refused = observability.REFUSED.labels(kind)
         self.used = 0
         self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
         with self._lock:
             if self.used + n > self._limit():
+                self._refused.inc()
                 raise Overloaded(self._message, retry_after_s=self._retry_after_s, code="queue_full")
             self.used += n
 

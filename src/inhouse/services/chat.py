@@ -12,6 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from inhouse import observability
 from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
@@ -33,6 +34,19 @@ class Target:
     name: str
     entry: ModelEntry  # the model to load: a configured base, or (full fine-tunes) its own weights
     adapter_key: str | None  # a LoRA adapter applied on that model per request
+
+    @property
+    def metrics_label(self) -> str:
+        """A configured model's id, or `fine-tuned` for every fine-tune (their names grow with every job)."""
+        fine_tuned = self.adapter_key is not None or self.entry.kind == "chat-weights"
+        return observability.model_label(observability.FINE_TUNED if fine_tuned else self.entry.id)
+
+
+def _record_generation(target: Target, prompt_tokens: int, tokens: int, seconds: float) -> None:
+    label = target.metrics_label
+    observability.PROMPT_TOKENS.labels(label).inc(prompt_tokens)
+    observability.GENERATED_TOKENS.labels(label).inc(tokens)
+    observability.GENERATION_SECONDS.labels(label).inc(seconds)
 
 
 def _text(content: Any) -> str:
@@ -107,7 +121,7 @@ class ChatService:
         # generate() takes a slot itself; a streamed answer takes one before its 200 (api/chat.py) and holds
         # it until the last frame, since its generation outlives the handler.
         self.admit = Admission(lambda: self.settings.max_queued_generations,
-                               "Too many generation requests are waiting; retry shortly.", 2.0)
+                               "Too many generation requests are waiting; retry shortly.", 2.0, kind="chat")
         self.executors = executors
         self._full: dict[str, bool] = {}
         self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
@@ -230,11 +244,13 @@ class ChatService:
             results = []
             for enc in encoded:
                 engine.busy += 1
+                t0 = time.perf_counter()
                 try:
                     out = await self.executors.run("chat", engine.generate, enc.ids, enc.params, n, adapter)
                 finally:
                     engine.busy -= 1
                     engine.last_used = time.monotonic()
+                _record_generation(target, len(enc.ids) * n, sum(o.tokens for o in out), time.perf_counter() - t0)
                 results.append((out, len(enc.ids)))
             return results
 
@@ -245,10 +261,18 @@ class ChatService:
         ids, params = prompt.ids, prompt.params
         adapter = self._adapter(target)
 
+        def timed() -> Iterator[tuple[str, Generated | None]]:
+            # Timed on the model's thread, so a client that reads slowly does not count as generation time.
+            t0 = time.perf_counter()
+            for item in engine.stream(ids, params, adapter):
+                if item[1] is not None:  # the last item; a stream cut off before it is not counted
+                    _record_generation(target, len(ids), item[1].tokens, time.perf_counter() - t0)
+                yield item
+
         async def chunks() -> AsyncIterator[tuple[str, Generated | None]]:
             engine.busy += 1
             try:
-                async for item in _in_thread(lambda: engine.stream(ids, params, adapter), self.executors.pool("chat")):
+                async for item in _in_thread(timed, self.executors.pool("chat")):
                     yield item
             finally:
                 engine.busy -= 1

@@ -24,7 +24,10 @@ from inhouse.services.images import ImagesService
 from inhouse.services.keys import KeysService
 from inhouse.services.maintenance import MaintenanceService
 from inhouse.services.models import ModelsService
+from inhouse.services.rate_limits import RateLimiter
 from inhouse.services.uploads import UploadsService
+from inhouse.services.usage import UsageService
+from inhouse.services.usage_report import UsageReport
 from inhouse.storage.base import BlobStore, MetadataStore
 from inhouse.storage.secret_file import load_or_create_secret
 
@@ -48,6 +51,9 @@ class Services:
     jobs: JobRunner
     images: ImagesService
     executors: ModelExecutors  # model work's own thread pools, apart from the I/O pool
+    rate_limits: RateLimiter
+    usage: UsageService
+    usage_report: UsageReport
 
     @classmethod
     def build(cls, settings: Settings, meta: MetadataStore, blobs: BlobStore) -> Services:
@@ -98,6 +104,8 @@ class Services:
                                       lambda: executors.pool("images"))
         images = ImagesService(models, image_engines, blobs, img, settings.limits.max_image_pixels,
                                load_or_create_secret(settings.data_dir / "secrets" / "image-urls.key"), executors)
+        rate_limits = RateLimiter()
+        usage = UsageService(meta, rate_limits)
         return cls(
             settings=settings,
             meta=meta,
@@ -117,6 +125,9 @@ class Services:
             jobs=JobRunner(settings, meta, blobs, files, models, executors),
             images=images,
             executors=executors,
+            rate_limits=rate_limits,
+            usage=usage,
+            usage_report=UsageReport(meta, usage),
         )
 
     async def open(self) -> None:
@@ -124,6 +135,7 @@ class Services:
         await self.meta.migrate()
         await self.meta.check()
         await self.blobs.open()
+        self.usage.start()
 
     async def close(self) -> None:
         await self.embedding_engines.close()
@@ -131,5 +143,6 @@ class Services:
         await self.chat.full_engines.close()
         await self.images.engines.close()
         self.executors.shutdown()  # after the engines, whose close runs on these pools
+        await self.usage.stop()  # writes what is still pending
         await self.blobs.close()
         await self.meta.close()

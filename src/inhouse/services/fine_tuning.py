@@ -184,7 +184,9 @@ class FineTuningService:
                                  param=param, code="invalid_file_purpose")
         return file_id
 
-    async def create(self, project: Project, body: dict[str, Any]) -> FineTuningJobRecord:
+    async def create(self, project: Project, body: dict[str, Any], api_key_id: str | None = None
+                     ) -> FineTuningJobRecord:
+        """A new job; `api_key_id` (None in open mode) is the key its training counts against in usage."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("Missing required parameter: 'model'.", param="model")
@@ -247,6 +249,8 @@ class FineTuningService:
             event(job_id, f"Created fine-tuning job: {job_id}"),
             event(job_id, f"Validating training file: {files}"),
         ])
+        if api_key_id is not None:
+            await self.meta.set_job_api_key(job_id, api_key_id)
         return job
 
     async def retrieve(self, project: Project, job_id: str) -> FineTuningJobRecord:

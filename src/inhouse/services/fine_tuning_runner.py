@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inhouse import observability
 from inhouse.config import Settings
 from inhouse.engines.causal.data import encode_preference, encode_sft
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
@@ -25,6 +26,7 @@ from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.locate import require_model
 from inhouse.engines.training import Resume, Stopped, steps_per_epoch
 from inhouse.ids import new_id, now
+from inhouse.progress import Progress, progress
 from inhouse.services.files import FilesService, file_blob_key
 from inhouse.services.fine_tuning import event, model_kind, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
@@ -63,6 +65,7 @@ class JobRunner:
         self.models = models
         self.clock = clock
         self.owner = f"worker-{secrets.token_hex(6)}"
+        self.progress_bars = False  # `inhouse worker` on a terminal: a bar per job (the server keeps its log clean)
 
     # -- helpers ------------------------------------------------------------------------------------------
     async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int,
@@ -87,10 +90,12 @@ class JobRunner:
         return train_set, valid_set
 
     async def _fail(self, job: FineTuningJobRecord, code: str, message: str, param: str | None) -> None:
-        await self.meta.worker_update(job.id, self.owner, fields={
+        failed = await self.meta.worker_update(job.id, self.owner, fields={
             "status": "failed", "error": {"code": code, "message": message, "param": param},
             "finished_at": self.clock(), "estimated_finish": None, "lease_owner": None, "lease_expires_at": None,
         }, events=[event(job.id, message, level="error")])
+        if failed:
+            observability.JOB_TRANSITIONS.labels("failed").inc()
 
     async def _heartbeat(self, run: _Run) -> None:
         while not run.stop.is_set():
@@ -107,6 +112,7 @@ class JobRunner:
             return False
         run = _Run(job, self.owner, threading.Event(), asyncio.get_running_loop(), 0, 0, time.monotonic(), 0)
         beat = asyncio.create_task(self._heartbeat(run))
+        observability.JOBS_RUNNING.inc()
         try:
             await self._run(run)
         except Exception as exc:
@@ -118,7 +124,9 @@ class JobRunner:
                                  f"({type(exc).__name__}); the server log has the details.", None)
             else:
                 await self.meta.release_job(job.id, self.owner)  # another attempt resumes from a checkpoint
+                observability.JOB_TRANSITIONS.labels("released").inc()
         finally:
+            observability.JOBS_RUNNING.dec()
             run.stop.set()
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,9 +167,17 @@ class JobRunner:
         if not await self.meta.worker_update(job.id, self.owner, fields={
                 "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
             return
+        observability.JOB_TRANSITIONS.labels("running").inc()
         train_fn = self._train_encoder if model_kind(job) == "embedding" else self._train
+        t0 = time.monotonic()
         adapter, trained_tokens = await self.executors.run("training", train_fn, run, train_set, valid_set, hp,
                                                            resume)
+        # trained_tokens counts every epoch of the job; this attempt ran those after its checkpoint's epoch.
+        epochs = hp["n_epochs"]
+        this_attempt = trained_tokens * (epochs - (resume.epoch if resume else 0)) // max(1, epochs)
+        label = observability.model_label(job.base_model)
+        observability.TRAINED_TOKENS.labels(label).inc(this_attempt)
+        observability.TRAINING_SECONDS.labels(label).inc(time.monotonic() - t0)
         await self._succeed(run, adapter, trained_tokens)
 
     async def _resume_point(self, job: FineTuningJobRecord) -> Resume | None:
@@ -261,6 +277,10 @@ class JobRunner:
         if not done:
             await self.meta.delete_file(job.project_id, result)
             await self.blobs.delete(file_blob_key(result))
+            return
+        observability.JOB_TRANSITIONS.labels("succeeded").inc()
+        # Its trained tokens become usage; each job counts once, and any a crash left uncounted count now too.
+        await self.meta.settle_training_usage()
 
     async def _result_file(self, job: FineTuningJobRecord) -> str:
         rows: dict[int, dict[str, Any]] = {}
@@ -314,11 +334,20 @@ class _Hooks:
         self.runner, self.run, self.hp = runner, run, hp
         self.step_times: list[float] = []
         self.last = time.monotonic()
+        self.bar: Progress | None = None
+        if runner.progress_bars:
+            self.bar = progress(run.total_steps, run.job.id, unit="step")
+            self.bar.update(run.start_step)
 
     def should_stop(self) -> bool:
         return self.run.stop.is_set()
 
     def on_step(self, metrics: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"loss={metrics['train_loss']:.3f}")
+            if metrics["step"] >= self.run.total_steps:
+                self.bar.close()
         t = time.monotonic()
         self.step_times = [*self.step_times[-19:], t - self.last]
         self.last = t

@@ -89,10 +89,11 @@ class ImagesService:
         self.executors = executors
         # Bounded: a full house answers 429 before any upload is decoded (taken once the body is in).
         self.admit = Admission(lambda: self.settings.max_queued,
-                               "Too many image requests are in progress; retry shortly.", 2.0)
+                               "Too many image requests are in progress; retry shortly.", 2.0, kind="images")
         # Bounded too: the image bytes that edits and variations hold in memory, received or in use.
         self.upload_budget = ByteBudget(lambda: self.settings.max_buffered_upload_bytes,
-                                        "Too many image bytes are being received; retry shortly.", 2.0)
+                                        "Too many image bytes are being received; retry shortly.", 2.0,
+                                        kind="image_upload_bytes")
 
     # -- planning -------------------------------------------------------------------------------------
     def _entry(self, model: str) -> ModelEntry:

@@ -17,6 +17,8 @@ from inhouse.storage.records import (
     Project,
     UploadPartRecord,
     UploadRecord,
+    UsageRecord,
+    UsageTotal,
 )
 
 Order = Literal["asc", "desc"]
@@ -54,7 +56,39 @@ class FineTuningStore(Protocol):
                                  events: list[FineTuningEventRecord]) -> bool: ...
 
 
-class MetadataStore(FineTuningStore, Protocol):
+class UsageStore(Protocol):
+    """Usage counted per minute, project, key, model and endpoint; written in batches by each process."""
+
+    async def add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
+        """Add each row's counts to the stored row of its (minute, project, key, model, endpoint), creating it,
+        and raise each key's `last_used_at` to the time given (never lower it). One transaction: all or nothing,
+        so a failed call may be retried with the same rows without counting anything twice."""
+        ...
+
+    async def usage_totals(
+        self, *, endpoints: tuple[str, ...], start: int, end: int, width: int, group_by: frozenset[str],
+        project_ids: tuple[str, ...] | None = None, api_key_ids: tuple[str, ...] | None = None,
+        models: tuple[str, ...] | None = None,
+    ) -> list[UsageTotal]:
+        """Sums of the rows of `endpoints` whose minute starts in [start, end), per bucket (`start + k * width`,
+        the bucket its minute falls in) and per value of each field in `group_by` (among `project_id`,
+        `api_key_id`, `model`, `endpoint`; other fields come back None). A filter of None matches everything,
+        an empty one nothing. Only buckets with rows appear, ordered by bucket start, then group values."""
+        ...
+
+    async def settle_training_usage(self) -> int:
+        """Count every succeeded job's `trained_tokens` not counted yet: one row at the minute of its
+        `finished_at`, for its project, the key that created it, its `model` as asked, endpoint
+        `/v1/fine_tuning/jobs`, one request. The job is marked counted in the same transaction, so each job
+        counts exactly once however often (and from however many processes) this runs. Returns how many."""
+        ...
+
+    async def set_job_api_key(self, job_id: str, api_key_id: str) -> None:
+        """Remember which key created a job (its training is that key's usage)."""
+        ...
+
+
+class MetadataStore(FineTuningStore, UsageStore, Protocol):
     """Rows about objects. Every read and write of a project's object is scoped by project id."""
 
     async def open(self) -> None: ...
@@ -65,11 +99,31 @@ class MetadataStore(FineTuningStore, Protocol):
     # projects and keys
     async def get_or_create_project(self, name: str) -> Project: ...
     async def get_project(self, project_id: str) -> Project | None: ...
+    async def get_project_by_name(self, name: str) -> Project | None: ...
     async def insert_api_key(self, key: ApiKey) -> None: ...
     async def get_api_key(self, key_id: str) -> ApiKey | None: ...
     async def list_api_keys(self) -> list[tuple[ApiKey, Project]]: ...
     async def revoke_api_key(self, key_id: str, at: int) -> bool: ...
     async def count_active_api_keys(self) -> int: ...
+
+    async def list_projects(self, *, after: str | None, limit: int) -> Page[Project]:
+        """Projects oldest first; `after` is a project id (an unknown one gives an empty page)."""
+        ...
+
+    async def list_project_api_keys(self, project_id: str, *, after: str | None, limit: int) -> Page[ApiKey]:
+        """The project's active (unrevoked) keys, oldest first; `after` is a key id of the same project."""
+        ...
+
+    async def set_api_key_limits(self, key_id: str, rpm: int | None, tpm: int | None) -> ApiKey | None:
+        """Replace an active key's limits (None: unlimited); the updated key, or None if no active key has
+        that id."""
+        ...
+
+    async def update_project(self, project_id: str, *, name: str, rpm: int | None,
+                             tpm: int | None) -> Project | None:
+        """Replace a project's name and limits (None: unlimited); the updated project, or None if no project has
+        that id or another project already has `name` (names stay unique; checked in the same transaction)."""
+        ...
 
     # files
     async def insert_file(self, file: FileRecord) -> None: ...

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from inhouse import observability
+
 _KEY = re.compile(r"^[a-z]+(/[A-Za-z0-9_-]+)+$")
 _BUFFER = 1024 * 1024  # batch small network chunks into fewer, larger writes off the event loop
 _IOV_MAX = 1024
@@ -124,6 +126,7 @@ class LocalBlobWriter:
         except BaseException:
             await self.abort()
             raise
+        observability.BLOB_WRITTEN_BYTES.inc(self._size)
         return self._size, self._hash.hexdigest()
 
     def _abort_sync(self) -> None:
@@ -168,6 +171,7 @@ class LocalBlobStore:
                 chunk = await asyncio.to_thread(fh.read, chunk_size)
                 if not chunk:
                     break
+                observability.BLOB_READ_BYTES.inc(len(chunk))
                 yield chunk
         finally:
             fh.close()

@@ -137,4 +137,31 @@ SQLITE_MIGRATIONS: list[str] = [
     ALTER TABLE idempotency ADD COLUMN lease_owner TEXT;
     ALTER TABLE idempotency ADD COLUMN lease_expires_at INTEGER;
     """,
+    # 4: per-key and per-project limits, admin keys and last use, usage per minute, and the key that created each
+    # job
+    """
+    ALTER TABLE projects ADD COLUMN rpm INTEGER;
+    ALTER TABLE projects ADD COLUMN tpm INTEGER;
+    ALTER TABLE api_keys ADD COLUMN rpm INTEGER;
+    ALTER TABLE api_keys ADD COLUMN tpm INTEGER;
+    ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX api_keys_project ON api_keys(project_id, created_at);
+    ALTER TABLE fine_tuning_jobs ADD COLUMN api_key_id TEXT;
+    ALTER TABLE fine_tuning_jobs ADD COLUMN usage_counted INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX fine_tuning_jobs_uncounted ON fine_tuning_jobs(seq) WHERE status = 'succeeded' AND usage_counted = 0;
+    CREATE TABLE usage_minutes (
+        minute INTEGER NOT NULL,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        api_key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        images INTEGER NOT NULL,
+        trained_tokens INTEGER NOT NULL,
+        PRIMARY KEY (minute, project_id, api_key_id, model, endpoint)
+    ) WITHOUT ROWID;
+    """,
 ]

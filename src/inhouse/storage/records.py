@@ -13,6 +13,8 @@ class Project:
     id: str
     name: str
     created_at: int
+    rpm: int | None = None  # requests per minute for all its keys together; None is unlimited
+    tpm: int | None = None  # tokens per minute for all its keys together; None is unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,10 @@ class ApiKey:
     name: str
     created_at: int
     revoked_at: int | None
+    rpm: int | None = None  # requests per minute; None is unlimited
+    tpm: int | None = None  # tokens per minute; None is unlimited
+    admin: bool = False  # may list projects and keys, and read every project's usage
+    last_used_at: int | None = None  # to the usage flush (about a second), not to the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,40 @@ class FineTuningCheckpointRecord:
     metrics: dict[str, Any]
     fine_tuned_model_checkpoint: str
     artifact_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Counts of one minute, project, key (None: open mode), model name as called, and endpoint (route template).
+
+    Written as increments: storing a row adds its counts to whatever that minute already holds."""
+
+    minute: int
+    project_id: str
+    api_key_id: str | None
+    model: str
+    endpoint: str
+    requests: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    images: int = 0
+    trained_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Sums over one time bucket (its start) and one group; a field not grouped by is None."""
+
+    start: int
+    project_id: str | None
+    api_key_id: str | None
+    model: str | None
+    endpoint: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    images: int
+    trained_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from inhouse.storage.records import (
     UploadRecord,
 )
 from inhouse.storage.sqlite_fine_tuning import SqliteFineTuning
+from inhouse.storage.sqlite_usage import SqliteUsage
 
 _FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
 _UPLOAD_COLS = (
@@ -29,6 +30,12 @@ _UPLOAD_COLS = (
     "file_expires_after, file_id"
 )
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_KEY_COLS = "id, project_id, key_hash, name, created_at, revoked_at, rpm, tpm, admin, last_used_at"
+_PROJECT_COLS = "id, name, created_at, rpm, tpm"
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]), row[9])
 
 
 def sqlite_path(url: str) -> Path:
@@ -38,49 +45,71 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-class SqliteMetadataStore(SqliteFineTuning):
+class SqliteMetadataStore(SqliteFineTuning, SqliteUsage):
     # -- projects and keys ------------------------------------------------------------------------
     def _get_or_create_project(self, name: str) -> Project:
         with self._write() as c:
-            row = c.execute("SELECT id, name, created_at FROM projects WHERE name = ?", (name,)).fetchone()
+            row = c.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE name = ?", (name,)).fetchone()
             if row is None:
-                row = (new_id("proj"), name, now())
-                c.execute("INSERT INTO projects VALUES (?, ?, ?)", row)
+                row = (new_id("proj"), name, now(), None, None)
+                c.execute(f"INSERT INTO projects ({_PROJECT_COLS}) VALUES (?, ?, ?, ?, ?)", row)
         return Project(*row)
 
     async def get_or_create_project(self, name: str) -> Project:
         return await self._run(self._get_or_create_project, name)
 
     def _get_project(self, project_id: str) -> Project | None:
-        row = self.conn.execute("SELECT id, name, created_at FROM projects WHERE id = ?", (project_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = ?", (project_id,)).fetchone()
         return Project(*row) if row else None
 
     async def get_project(self, project_id: str) -> Project | None:
         return await self._run(self._get_project, project_id)
 
+    def _get_project_by_name(self, name: str) -> Project | None:
+        row = self.conn.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE name = ?", (name,)).fetchone()
+        return Project(*row) if row else None
+
+    async def get_project_by_name(self, name: str) -> Project | None:
+        return await self._run(self._get_project_by_name, name)
+
+    def _update_project(self, project_id: str, name: str, rpm: int | None, tpm: int | None) -> Project | None:
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM projects WHERE name = ? AND id != ?", (name, project_id)).fetchone():
+                return None
+            c.execute("UPDATE projects SET name = ?, rpm = ?, tpm = ? WHERE id = ?", (name, rpm, tpm, project_id))
+            row = c.execute(f"SELECT {_PROJECT_COLS} FROM projects WHERE id = ?", (project_id,)).fetchone()
+        return Project(*row) if row else None
+
+    async def update_project(self, project_id: str, *, name: str, rpm: int | None,
+                             tpm: int | None) -> Project | None:
+        return await self._run(self._update_project, project_id, name, rpm, tpm)
+
     def _insert_api_key(self, key: ApiKey) -> None:
         with self._write() as c:
             c.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",
-                (key.id, key.project_id, key.key_hash, key.name, key.created_at, key.revoked_at),
+                f"INSERT INTO api_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.id, key.project_id, key.key_hash, key.name, key.created_at, key.revoked_at, key.rpm, key.tpm,
+                 int(key.admin), key.last_used_at),
             )
 
     async def insert_api_key(self, key: ApiKey) -> None:
         await self._run(self._insert_api_key, key)
 
     def _get_api_key(self, key_id: str) -> ApiKey | None:
-        row = self.conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return ApiKey(*row) if row else None
+        row = self.conn.execute(f"SELECT {_KEY_COLS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _api_key(row) if row else None
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
         return await self._run(self._get_api_key, key_id)
 
     def _list_api_keys(self) -> list[tuple[ApiKey, Project]]:
+        cols = ", ".join(f"k.{c.strip()}" for c in _KEY_COLS.split(","))
+        project_cols = ", ".join(f"p.{c.strip()}" for c in _PROJECT_COLS.split(","))
         rows = self.conn.execute(
-            "SELECT k.*, p.id, p.name, p.created_at FROM api_keys k JOIN projects p ON p.id = k.project_id "
+            f"SELECT {cols}, {project_cols} FROM api_keys k JOIN projects p ON p.id = k.project_id "
             "ORDER BY k.created_at"
         ).fetchall()
-        return [(ApiKey(*r[:6]), Project(*r[6:])) for r in rows]
+        return [(_api_key(r[:10]), Project(*r[10:])) for r in rows]
 
     async def list_api_keys(self) -> list[tuple[ApiKey, Project]]:
         return await self._run(self._list_api_keys)
@@ -98,6 +127,44 @@ class SqliteMetadataStore(SqliteFineTuning):
 
     async def count_active_api_keys(self) -> int:
         return await self._run(self._count_active_api_keys)
+
+    def _list_projects(self, after: str | None, limit: int) -> Page[Project]:
+        where, args = "", list[Any]()
+        if after is not None:
+            # (created_at, id) orders projects made in the same second; an unknown id matches no row.
+            where = "WHERE (created_at, id) > (SELECT created_at, id FROM projects WHERE id = ?)"
+            args.append(after)
+        rows = self.conn.execute(
+            f"SELECT {_PROJECT_COLS} FROM projects {where} ORDER BY created_at, id LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        return Page([Project(*r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def list_projects(self, *, after: str | None, limit: int) -> Page[Project]:
+        return await self._run(self._list_projects, after, limit)
+
+    def _list_project_api_keys(self, project_id: str, after: str | None, limit: int) -> Page[ApiKey]:
+        where = "project_id = ? AND revoked_at IS NULL"
+        args: list[Any] = [project_id]
+        if after is not None:
+            where += " AND (created_at, id) > (SELECT created_at, id FROM api_keys WHERE id = ? AND project_id = ?)"
+            args += [after, project_id]
+        rows = self.conn.execute(
+            f"SELECT {_KEY_COLS} FROM api_keys WHERE {where} ORDER BY created_at, id LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        return Page([_api_key(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def list_project_api_keys(self, project_id: str, *, after: str | None, limit: int) -> Page[ApiKey]:
+        return await self._run(self._list_project_api_keys, project_id, after, limit)
+
+    def _set_api_key_limits(self, key_id: str, rpm: int | None, tpm: int | None) -> ApiKey | None:
+        with self._write() as c:
+            c.execute("UPDATE api_keys SET rpm = ?, tpm = ? WHERE id = ? AND revoked_at IS NULL", (rpm, tpm, key_id))
+            row = c.execute(f"SELECT {_KEY_COLS} FROM api_keys WHERE id = ? AND revoked_at IS NULL",
+                            (key_id,)).fetchone()
+        return _api_key(row) if row else None
+
+    async def set_api_key_limits(self, key_id: str, rpm: int | None, tpm: int | None) -> ApiKey | None:
+        return await self._run(self._set_api_key_limits, key_id, rpm, tpm)
 
     # -- files ------------------------------------------------------------------------------------
     def _insert_file(self, f: FileRecord) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inhouse import observability
 from inhouse.engines.embeddings.encoder import Encoder, FloatArray
 from inhouse.errors import Overloaded
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _PAD_WASTE = 0.2  # share of a batch's padded tokens that may be padding
 _PAD_SLACK = 64  # tokens of padding always allowed: tiny batches cost more in per-call overhead
+_REFUSED = observability.REFUSED.labels("embeddings")
 
 
 @dataclass
@@ -54,8 +56,26 @@ class Batcher:
         self.last_used = time.monotonic()
         self.forward_calls = 0
         self.forwarded = 0
+        self.label_as("unknown")
         self._thread = threading.Thread(target=self._run, name="embedding-batcher", daemon=True)
         self._thread.start()
+
+    def label_as(self, model: str) -> None:
+        """The `model` label its metrics carry (a configured id, or `fine-tuned`); set by whoever loads it."""
+        model = observability.model_label(model)
+        self._batch_inputs = observability.EMBEDDING_BATCH_INPUTS.labels(model)
+        self._padding = observability.EMBEDDING_PADDING_EFFICIENCY.labels(model)
+        self.model = model
+
+    @property
+    def queued_inputs(self) -> int:
+        """Inputs admitted and not yet answered (what max_queued_inputs caps)."""
+        return self._reserved
+
+    @property
+    def pending_windows(self) -> int:
+        """Windows waiting for the model thread to take them."""
+        return len(self._pending)
 
     # -- admission --------------------------------------------------------------------------------
     @contextmanager
@@ -63,6 +83,7 @@ class Batcher:
         """Hold room for a request's inputs from admission to answer; full → 429 before any work."""
         with self._cond:
             if self._reserved and self._reserved + n_inputs > self.max_queued_inputs:
+                _REFUSED.inc()
                 raise Overloaded(
                     "The embedding queue is full; retry shortly.", retry_after_s=1.0, code="queue_full"
                 )
@@ -127,6 +148,9 @@ class Batcher:
                     vectors = self.encoder.forward([it.job.windows[it.index] for it in live])
                     self.forward_calls += 1
                     self.forwarded += len(live)
+                    # Batches are padded to their longest window, and sorted ascending: the last is the longest.
+                    self._batch_inputs.observe(len(live))
+                    self._padding.observe(sum(it.length for it in live) / (len(live) * live[-1].length or 1))
                 except Exception as exc:  # report to every request in the batch, keep serving
                     log.exception("embedding forward failed")
                     for it in live:
