@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
 
+from inhouse.engines.imports import import_libraries
 from inhouse.services.container import Services
 
 log = logging.getLogger("inhouse.worker")
@@ -52,11 +52,7 @@ class Worker:
 
 
 def _warm_imports() -> None:
-    for name in ("torch", "transformers", "peft"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return
+    import_libraries("torch", "transformers", "peft")
 
 
 async def run_worker(services: Services) -> None:

@@ -14,6 +14,7 @@ from inhouse import observability
 from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import EncoderSpec
 from inhouse.engines.embeddings.engine import EmbeddingEngine, EmbeddingOptions, load_encoder
+from inhouse.engines.imports import import_libraries
 from inhouse.engines.locate import require_model
 from inhouse.errors import EngineFailure
 
@@ -34,8 +35,9 @@ T = TypeVar("T")
 
 class ModelRegistry(Generic[E]):
     def __init__(self, kind: str, load: Callable[[ModelEntry], E], idle_unload_s: float,
-                 executor: Callable[[], Executor | None] = lambda: None) -> None:
+                 executor: Callable[[], Executor | None] = lambda: None, libraries: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.libraries = libraries  # imported one thread at a time before the first load (engines/imports.py)
         self._load = load
         self._executor = executor  # where loads run: the kind's model pool (None: asyncio's default)
         self.idle_unload_s = idle_unload_s
@@ -45,6 +47,7 @@ class ModelRegistry(Generic[E]):
     def _timed_load(self, entry: ModelEntry) -> E:
         t0 = time.perf_counter()
         try:
+            import_libraries(*self.libraries)
             engine = self._load(entry)
         except BaseException:
             observability.MODEL_LOAD_FAILURES.labels(self.kind).inc()
@@ -123,4 +126,4 @@ def embedding_registry(options: EmbeddingOptions, idle_unload_s: float,
         engine.batcher.label_as(observability.FINE_TUNED if is_fine_tune else entry.id)
         return engine
 
-    return ModelRegistry("embedding", load, idle_unload_s, executor)
+    return ModelRegistry("embedding", load, idle_unload_s, executor, ("torch", "transformers"))

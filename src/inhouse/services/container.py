@@ -31,6 +31,8 @@ from inhouse.services.usage_report import UsageReport
 from inhouse.storage.base import BlobStore, MetadataStore
 from inhouse.storage.secret_file import load_or_create_secret
 
+CHAT_LIBRARIES = ("torch", "transformers", "peft")
+
 
 @dataclass
 class Services:
@@ -80,7 +82,8 @@ class Services:
         def load_causal(entry: ModelEntry) -> CausalEngine:
             return CausalEngine(model_dir(entry, settings.data_dir / "models"), ft.threads)
 
-        chat_engines = ModelRegistry("chat", load_causal, ft.idle_unload_seconds, lambda: executors.pool("chat"))
+        chat_engines = ModelRegistry("chat", load_causal, ft.idle_unload_seconds, lambda: executors.pool("chat"),
+                                     CHAT_LIBRARIES)
         loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
 
         def load_full_model(entry: ModelEntry) -> CausalEngine:
@@ -90,7 +93,7 @@ class Services:
             return CausalEngine(model_dir(base, settings.data_dir / "models"), ft.threads, weights)
 
         full_engines = ModelRegistry("fine-tuned", load_full_model, ft.idle_unload_seconds,
-                                     lambda: executors.pool("chat"))
+                                     lambda: executors.pool("chat"), CHAT_LIBRARIES)
         chat = ChatService(models, meta, blobs, chat_engines, full_engines, ft, loop_holder, executors)
 
         fine_tuned_embeddings = FineTunedEmbeddings(meta, blobs, settings.all_models(), settings.data_dir / "cache",
@@ -101,7 +104,7 @@ class Services:
             return DiffusionEngine(pipeline_dir(entry, settings.data_dir / "models"), img.threads, entry.plan_relations)
 
         image_engines = ModelRegistry("image", load_diffusion, img.idle_unload_seconds,
-                                      lambda: executors.pool("images"))
+                                      lambda: executors.pool("images"), ("torch", "transformers", "peft", "diffusers"))
         images = ImagesService(models, image_engines, blobs, img, settings.limits.max_image_pixels,
                                load_or_create_secret(settings.data_dir / "secrets" / "image-urls.key"), executors)
         rate_limits = RateLimiter()

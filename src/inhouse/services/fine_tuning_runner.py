@@ -23,6 +23,7 @@ from inhouse.engines.causal.data import encode_preference, encode_sft
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
 from inhouse.engines.causal.training import TrainSpec, train
 from inhouse.engines.executors import ModelExecutors
+from inhouse.engines.imports import import_libraries
 from inhouse.engines.locate import require_model
 from inhouse.engines.training import Resume, Stopped, steps_per_epoch
 from inhouse.ids import new_id, now
@@ -194,6 +195,7 @@ class JobRunner:
     def _train(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
                resume: Resume | None) -> tuple[bytes, int]:
         job = run.job
+        import_libraries("torch", "transformers", "peft")
         entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
         path = model_dir(entry, self.settings.data_dir / "models")
         tok = load_tokenizer(path)
@@ -229,6 +231,7 @@ class JobRunner:
         from inhouse.engines.embeddings.training import EncoderTrainSpec, PairExample, load_trainable, train_encoder
 
         job = run.job
+        import_libraries("torch", "transformers", "sentence_transformers")
         entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
         parent = None
         if job.parent_model and resume is None:  # continuing a fine-tune: start from its weights
