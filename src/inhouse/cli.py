@@ -74,8 +74,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rpm_tpm_text(limited: Any) -> str:
+    """A key's or a project's limits, as `keys list`, `projects list` and the updates print them."""
+    return f"rpm={limited.rpm or 'unlimited'} tpm={limited.tpm or 'unlimited'}"
+
+
 def _limits_text(key: Any) -> str:
-    return f"rpm={key.rpm or 'unlimited'} tpm={key.tpm or 'unlimited'}" + (" admin" if key.admin else "")
+    return _rpm_tpm_text(key) + (" admin" if key.admin else "")
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, int] | None:
+    """The --rpm/--tpm given (a flag left out keeps its value); None, said on stderr, when neither was."""
+    changes = {name: value for name, value in (("rpm", args.rpm), ("tpm", args.tpm)) if value is not None}
+    if not changes:
+        print("nothing to change: give --rpm and/or --tpm (0 is unlimited)", file=sys.stderr)
+        return None
+    return changes
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -98,9 +112,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_update(args: argparse.Namespace) -> int:
     from inhouse.errors import InhouseError
 
-    changes = {name: value for name, value in (("rpm", args.rpm), ("tpm", args.tpm)) if value is not None}
-    if not changes:
-        print("nothing to change: give --rpm and/or --tpm (0 is unlimited)", file=sys.stderr)
+    changes = _limit_changes(args)
+    if changes is None:
         return 2
 
     async def go(s: Any) -> Any:
@@ -136,10 +149,6 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _project_limits_text(project: Any) -> str:
-    return f"rpm={project.rpm or 'unlimited'} tpm={project.tpm or 'unlimited'}"
-
-
 def cmd_projects_list(args: argparse.Namespace) -> int:
     async def go(s: Any) -> list[Any]:
         projects: list[Any] = []
@@ -152,16 +161,15 @@ def cmd_projects_list(args: argparse.Namespace) -> int:
             after = page.items[-1].id
 
     for project in _with_store(args, go):
-        print(f"{project.id}\t{project.name}\t{_project_limits_text(project)}")
+        print(f"{project.id}\t{project.name}\t{_rpm_tpm_text(project)}")
     return 0
 
 
 def cmd_projects_update(args: argparse.Namespace) -> int:
     from inhouse.errors import InhouseError
 
-    changes = {name: value for name, value in (("rpm", args.rpm), ("tpm", args.tpm)) if value is not None}
-    if not changes:
-        print("nothing to change: give --rpm and/or --tpm (0 is unlimited)", file=sys.stderr)
+    changes = _limit_changes(args)
+    if changes is None:
         return 2
 
     async def go(s: Any) -> Any:
@@ -173,7 +181,7 @@ def cmd_projects_update(args: argparse.Namespace) -> int:
     except InhouseError as exc:
         print(exc.message, file=sys.stderr)
         return 1
-    print(f"updated project {project.name!r} ({project.id}): {_project_limits_text(project)}, shared by all its "
+    print(f"updated project {project.name!r} ({project.id}): {_rpm_tpm_text(project)}, shared by all its "
           "keys (a running server applies it within 5 s)")
     return 0
 

@@ -47,6 +47,15 @@ def kill_9_after(client: Any, job_id: str, message: str, worker: subprocess.Pope
             worker.kill()
 
 
+def finish_with(client: Any, job_id: str, worker: subprocess.Popen[bytes]) -> Any:
+    """Wait for the job to end under `worker`, then stop the worker cleanly; the job as it ended."""
+    try:
+        return wait_for(client, job_id, timeout=120)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+
 def test_kill_9_worker_then_resume(settings_factory: Any, tiny_llm: Path) -> None:
     settings = llm_settings(settings_factory, tiny_llm)
     settings.run_worker = False  # the server only serves; workers are separate processes
@@ -57,12 +66,7 @@ def test_kill_9_worker_then_resume(settings_factory: Any, tiny_llm: Path) -> Non
         kill_9_after(client, job.id, "Checkpoint created at step 20 ", start_worker(settings.data_dir, tiny_llm))
         killed_at = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"][-1]
         assert killed_at < 60, "killed mid-job"
-        second = start_worker(settings.data_dir, tiny_llm)
-        try:
-            done = wait_for(client, job.id, timeout=120)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(30)
+        done = finish_with(client, job.id, start_worker(settings.data_dir, tiny_llm))
         assert done.status == "succeeded", done.error
         events = all_events(client, job.id)
         steps = [e.data["step"] for e in events if e.type == "metrics"]
@@ -118,12 +122,7 @@ def test_kill_9_worker_mid_embedding_fine_tune(settings_factory: Any, tiny_encod
         kill_9_after(client, job.id, "Checkpoint created at step 96 ", first)
         killed_at = [e.data["step"] for e in all_events(client, job.id) if e.type == "metrics"][-1]
         assert killed_at < 288, "killed mid-job"
-        second = start_worker(settings.data_dir, tiny_encoder, env)
-        try:
-            done = wait_for(client, job.id, timeout=120)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            second.wait(30)
+        done = finish_with(client, job.id, start_worker(settings.data_dir, tiny_encoder, env))
         assert done.status == "succeeded", done.error
         events = all_events(client, job.id)
         assert [e.data["step"] for e in events if e.type == "metrics"] == list(range(1, 289))
