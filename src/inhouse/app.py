@@ -12,7 +12,20 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
 
 from inhouse import __version__
-from inhouse.api import chat, console, embeddings, files, fine_tuning, health, images, models, projects, uploads, usage
+from inhouse.api import (
+    batches,
+    chat,
+    console,
+    embeddings,
+    files,
+    fine_tuning,
+    health,
+    images,
+    models,
+    projects,
+    uploads,
+    usage,
+)
 from inhouse.api import errors as api_errors
 from inhouse.api.auth import Authenticate
 from inhouse.api.idempotency import Idempotency
@@ -120,7 +133,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     api_errors.install(app)
 
     v1 = APIRouter(prefix="/v1")
-    for module in (files, uploads, models, embeddings, fine_tuning, chat, images, usage, projects):
+    for module in (files, uploads, models, embeddings, fine_tuning, batches, chat, images, usage, projects):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -199,6 +199,25 @@ class Images(BaseModel):
     )
 
 
+class Batches(BaseModel):
+    """The Batch API: how a worker runs a batch's lines (leases and polling as for fine-tuning jobs)."""
+
+    max_requests: int = Field(50_000, description="Most request lines in one batch file (OpenAI's limit).")
+    embedding_chunk_lines: int = Field(
+        4096, description="Embedding lines run (and made durable) together: their inputs sorted by length into "
+        "full batches (the more, the less padding)."
+    )
+    chat_chunk_lines: int = Field(
+        16, description="Chat/completions lines generated together (batched generation) and made durable together."
+    )
+    image_chunk_lines: int = Field(1, description="Image lines made durable together.")
+    chunk_bytes: int = Field(
+        16 * MB, description="Most bytes of input lines in one chunk, whatever the endpoint: bounds what a chunk "
+        "holds in memory."
+    )
+    max_listed_errors: int = Field(1000, description="Most per-line errors a failed batch lists.")
+
+
 class Metrics(BaseModel):
     """Prometheus metrics at GET /metrics (docs/metrics.md)."""
 
@@ -230,6 +249,29 @@ class Settings(BaseSettings):
         "still writing them (it holds a lock on each)."
     )
     run_worker: bool = Field(True, description="Run the background worker inside the server process.")
+    executor: Literal["in-process", "ray"] = Field(
+        "in-process", description="Where the worker runs durable jobs (fine-tunes, batches): in its own process, "
+        "one at a time, or as Ray tasks on a Ray cluster's nodes (extra `inhouse[ray]`; docs/deployment.md)."
+    )
+    ray_address: str = Field(
+        "auto", description="executor=ray: the cluster to join, as `ray.init` takes it: `auto` (a Ray node runs on "
+        "this machine), `HOST:PORT` of the head's GCS, or `ray://HOST:10001` (Ray Client)."
+    )
+    ray_max_running_jobs: int = Field(
+        1, ge=1, description="executor=ray: job tasks this worker keeps in flight at once for each kind of job "
+        "(fine-tunes, batches), each running one job; an idle one asks again every fine_tuning.poll_seconds."
+    )
+    ray_job_num_cpus: float = Field(
+        1.0, ge=0, description="executor=ray: CPUs Ray reserves for each job task; with fine_tuning.threads=0 "
+        "training uses this many threads (at least 1)."
+    )
+    ray_job_num_gpus: float = Field(
+        0.0, ge=0, description="executor=ray: GPUs Ray reserves for each job task (this build trains on CPU)."
+    )
+    ray_job_resources: dict[str, float] = Field(
+        default_factory=dict, description='executor=ray: custom Ray resources each job task needs, e.g. '
+        '`{"inhouse-jobs": 1}` to run jobs only on nodes started with that resource.'
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
     access_log: bool = Field(False, description="Log every request (costs ~1 ms of CPU per request).")
     limits: Limits = Field(default_factory=Limits)
@@ -237,6 +279,7 @@ class Settings(BaseSettings):
     embeddings: Embeddings = Field(default_factory=Embeddings)
     fine_tuning: FineTuning = Field(default_factory=FineTuning)
     images: Images = Field(default_factory=Images)
+    batches: Batches = Field(default_factory=Batches)
     metrics: Metrics = Field(default_factory=Metrics)
     models: list[ModelEntry] = Field(
         default_factory=default_models, description="Local models and the OpenAI names they answer to."

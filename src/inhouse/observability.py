@@ -82,6 +82,11 @@ JOB_TRANSITIONS = Counter("inhouse_fine_tuning_job_transitions",
                           "another attempt, or stopped by a cancel or pause).", ["state"], registry=PROCESS)
 JOBS_RUNNING = Gauge("inhouse_fine_tuning_jobs_running", "Fine-tuning jobs this process's worker is running now.",
                      registry=PROCESS)
+BATCH_TRANSITIONS = Counter("inhouse_batch_transitions",
+                            "Batches this process's worker moved to a terminal state.", ["state"], registry=PROCESS)
+BATCH_LINES = Counter("inhouse_batch_lines", "Batch request lines this process's worker ran, by endpoint and "
+                      "outcome (completed: answered 200; failed: any other answer).", ["endpoint", "outcome"],
+                      registry=PROCESS)
 
 MODEL_LOAD_SECONDS = Histogram("inhouse_model_load_seconds", "Time to load a model, by kind.", ["kind"],
                                registry=PROCESS, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
@@ -99,6 +104,8 @@ for _kind in REFUSAL_KINDS:
     REFUSED.labels(_kind)
 for _state in JOB_STATES:
     JOB_TRANSITIONS.labels(_state)
+for _state in ("completed", "failed", "cancelled", "expired"):
+    BATCH_TRANSITIONS.labels(_state)
 for _kind in MODEL_KINDS:
     MODEL_LOAD_SECONDS.labels(_kind)
     MODEL_UNLOAD_SECONDS.labels(_kind)

@@ -6,16 +6,18 @@ import asyncio
 import logging
 import signal
 
-from inhouse.engines.imports import import_libraries
+from inhouse.job_executors import JobExecutor, job_executor
 from inhouse.services.container import Services
 
 log = logging.getLogger("inhouse.worker")
+JOB_KINDS = ("fine_tuning", "batch")
 
 
 class Worker:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._stop = asyncio.Event()
+        self.executor: JobExecutor = job_executor(services, run_next_job)  # in this process, or Ray tasks
 
     def stop(self) -> None:
         self._stop.set()
@@ -34,13 +36,17 @@ class Worker:
                 log.exception("sweep failed; retrying next interval")
             await self._pause(self.services.settings.sweep_interval_seconds)
 
-    async def jobs(self) -> None:
-        """Claim jobs one at a time: training takes the cores, so one job per worker process."""
-        # Importing the training stack takes seconds; do it once up front, not inside the first job.
-        await self.services.executors.run("training", _warm_imports)
+    async def jobs(self, kinds: tuple[str, ...] = JOB_KINDS) -> None:
+        """Claim jobs of `kinds` one at a time per executor slot: in this process one slot, as training takes the
+        cores, so one fine-tune per worker process (a batch runs beside it: its lines run on the serving engines,
+        behind live requests); on Ray, `ray_max_running_jobs` tasks on the cluster's nodes."""
+        await self.executor.start()
+        await asyncio.gather(*(self._slot(kinds) for _ in range(self.executor.slots)))
+
+    async def _slot(self, kinds: tuple[str, ...]) -> None:
         while not self._stop.is_set():
             try:
-                ran = await self.services.jobs.run_next()
+                ran = await self.executor.run_next(kinds)
             except Exception:
                 log.exception("job loop failed; retrying")
                 ran = False
@@ -48,11 +54,21 @@ class Worker:
                 await self._pause(self.services.settings.fine_tuning.poll_seconds)
 
     async def run(self) -> None:
-        await asyncio.gather(self.sweeps(), self.jobs())
+        try:
+            await asyncio.gather(self.sweeps(), self.jobs(("fine_tuning",)), self.jobs(("batch",)))
+        finally:
+            await self.executor.close()
 
 
-def _warm_imports() -> None:
-    import_libraries("torch", "transformers", "peft")
+async def run_next_job(services: Services, kinds: tuple[str, ...] = JOB_KINDS) -> bool:
+    """Claim and run one durable job of any of `kinds` (a fine-tune, a batch) to its end, under a lease that
+    this process heartbeats; False when none was waiting. The database and blob store hold all of its state, so
+    any process with the same settings (a worker, a Ray task on another node) may run it."""
+    for kind in kinds:
+        runner = services.jobs if kind == "fine_tuning" else services.batch_runner
+        if await runner.run_next():
+            return True
+    return False
 
 
 async def run_worker(services: Services) -> None:

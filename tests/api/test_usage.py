@@ -191,3 +191,31 @@ def test_fine_tune_trained_tokens(settings_factory: Any, tiny_llm: Path) -> None
         again = httpx2.get(f"{server.base_url}/organization/usage/fine_tuning", params={"start_time": start},
                            headers={"authorization": f"Bearer {key.token}"}).json()
         assert again["data"][0]["results"][0]["trained_tokens"] == done.trained_tokens
+
+
+def test_batch_lines_are_usage_of_the_batch_key(settings_factory: Any, tiny_llm: Path) -> None:
+    """A batch's answered lines count for the key that created it, flagged batch=true; its refused lines do not."""
+    from tests.api.test_batches import jsonl, line, quick, run
+
+    start = int(time.time()) - 60
+    with start_server(quick(llm_settings(settings_factory, tiny_llm))) as server:
+        key = new_key(server, "team")
+        client = make_client(server.base_url, api_key=key.token, strict=False)
+        live = client.chat.completions.create(model="gpt-4o-mini", max_tokens=3,
+                                              messages=[{"role": "user", "content": "live"}]).usage
+        bodies: list[Any] = [{"model": "gpt-4o-mini", "max_tokens": 4, "messages": [{"role": "user", "content": c}]}
+                             for c in ("one", "two")]
+        bodies.append({**bodies[0], "temperature": 9})  # refused: 400
+        batch = run(client, "/v1/chat/completions", [line(f"c{i}", "/v1/chat/completions", b)
+                                                     for i, b in enumerate(bodies)])
+        assert batch.status == "completed" and batch.request_counts.failed == 1
+        out = [o["response"]["body"]["usage"] for o in jsonl(client, batch.output_file_id)]
+        page = admin_api(server, key).completions(start_time=start, group_by=["batch", "api_key_id"],
+                                                  bucket_width="1h")
+        assert live is not None
+        assert by(results(page), "batch", "api_key_id", counts=("input_tokens", "output_tokens",
+                                                                "num_model_requests")) == {
+            (False, key.key.id): (live.prompt_tokens, live.completion_tokens, 1),
+            (True, key.key.id): (sum(u["prompt_tokens"] for u in out), sum(u["completion_tokens"] for u in out), 2)}
+        only = results(admin_api(server, key).completions(start_time=start, batch=True))
+        assert [r["num_model_requests"] for r in only] == [2]

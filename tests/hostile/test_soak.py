@@ -1,7 +1,8 @@
 """Soak: twice the admitted load of mixed traffic on a real `inhouse serve` for a few minutes.
 
 Holds: no crash; no 5xx but 429/503 with Retry-After; no connection errors; /healthz p99 under 100 ms
-throughout; the server's RSS back within 64 MiB of its warmed-up level once the load stops.
+throughout; the server's RSS back within 64 MiB of its warmed-up level (after a spell of the same load) once the load
+stops.
 INHOUSE_SOAK_SECONDS sets the length (default 120)."""
 
 from __future__ import annotations
@@ -107,22 +108,19 @@ def test_twice_the_admitted_load_for_minutes(tmp_path: Path) -> None:
 
     calls: dict[str, Callable[[httpx2.Client], Any]] = {
         "image": image, "chat": chat, "embeddings": embed, "files": files}
-    try:
-        with httpx2.Client(timeout=120) as http:  # warm up: every model loaded once before the baseline
-            for call in calls.values():
-                assert call(http).status_code == 200
-        server.settle()
-        baseline = rss_bytes(pid)
+    clients = {"image": 2 * ADMITTED["images"], "chat": 2 * ADMITTED["chat"], "embeddings": 4, "files": 2}
+    tally = Tally()
 
-        stop, tally = threading.Event(), Tally()
-        clients = {"image": 2 * ADMITTED["images"], "chat": 2 * ADMITTED["chat"], "embeddings": 4, "files": 2}
+    def load(seconds: float) -> tuple[list[float], int]:
+        """Runs the mixed load for `seconds`, probing /healthz; returns the probe times and the peak RSS."""
+        stop = threading.Event()
         threads = [threading.Thread(target=loop, args=(stop, tally, kind, calls[kind]), daemon=True)
                    for kind, n in clients.items() for _ in range(n)]
         health: list[float] = []
-        peak = baseline
+        peak = 0
         for t in threads:
             t.start()
-        deadline = time.monotonic() + SECONDS
+        deadline = time.monotonic() + seconds
         with httpx2.Client(timeout=10) as http:
             while time.monotonic() < deadline:
                 t0 = time.perf_counter()
@@ -133,11 +131,25 @@ def test_twice_the_admitted_load_for_minutes(tmp_path: Path) -> None:
         stop.set()
         for t in threads:
             t.join(timeout=120)
+        return health, peak
+
+    try:
+        with httpx2.Client(timeout=120) as http:  # warm up: every model loaded once
+            for call in calls.values():
+                assert call(http).status_code == 200
+        # The baseline is taken after a short spell of the same concurrent load: the allocator's per-thread
+        # arenas and the engines' first batches at full size are a one-off cost, not a leak. A leak grows with
+        # requests, so it shows in the (four times longer) soak that follows.
+        load(max(10.0, SECONDS / 4))
+        server.settle()
+        baseline = rss_bytes(pid)
+        health, peak = load(SECONDS)
         assert server.proc.poll() is None, "the server died"
         server.settle()
         after = rss_bytes(pid)
         p99 = statistics.quantiles(health, n=100)[98]
-        summary = (f"soak {SECONDS:.0f} s: {sum(tally.statuses.values())} requests {dict(tally.statuses)}; "
+        summary = (f"soak {SECONDS:.0f} s after a warm-up: {sum(tally.statuses.values())} requests in all "
+                   f"{dict(tally.statuses)}; "
                    f"healthz n={len(health)} p50 {1000 * statistics.median(health):.1f} ms p99 {1000 * p99:.1f} ms; "
                    f"RSS baseline {baseline / 2**20:.0f} MiB peak {peak / 2**20:.0f} MiB after {after / 2**20:.0f} MiB")
         print(summary)

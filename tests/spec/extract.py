@@ -17,7 +17,7 @@ ROOTS = [
     "FineTuningJob", "ListPaginatedFineTuningJobsResponse", "ListFineTuningJobEventsResponse",
     "ListFineTuningJobCheckpointsResponse", "CreateChatCompletionResponse", "CreateCompletionResponse",
     "ImagesResponse", "UsageResponse", "ProjectListResponse", "Project", "ProjectApiKey",
-    "ProjectApiKeyListResponse", "ProjectApiKeyDeleteResponse",
+    "ProjectApiKeyListResponse", "ProjectApiKeyDeleteResponse", "Batch", "ListBatchesResponse",
 ]
 
 

@@ -14,15 +14,22 @@ from starlette.types import Receive, Scope, Send
 from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.api.metering import MeterDep
 from inhouse.engines.causal.generation import SamplingParams
-from inhouse.errors import InhouseError, InvalidRequest
+from inhouse.errors import InhouseError
 from inhouse.ids import new_id, now
 from inhouse.schemas.chat import CreateChatCompletionRequest, CreateCompletionRequest
 from inhouse.services.admission import Slot
 from inhouse.services.chat import ChatService, Encoded, Prompt, Target
+from inhouse.services.completions import (
+    FINGERPRINT,
+    completion_body,
+    plan_chat,
+    plan_completion,
+    token_totals,
+    usage_of,
+)
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
-FINGERPRINT = "fp_inhouse"
 DONE = b"data: [DONE]\n\n"
 
 
@@ -34,10 +41,6 @@ def _estimate(prompts: list[Prompt], params: SamplingParams, n: int) -> int:
     """Tokens taken from a token limit before generating (OpenAI's way): a quarter of the prompt's characters
     plus the most it may generate."""
     return sum(-(-p.chars // 4) for p in prompts) + params.max_new_tokens * n * len(prompts)
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 class _HeldStream(StreamingResponse):
@@ -74,27 +77,15 @@ def _error_frame(exc: BaseException) -> bytes:
 async def create_chat_completion(body: CreateChatCompletionRequest, project: ProjectDep, services: ServicesDep,
                                  meter: MeterDep) -> JSONResponse | StreamingResponse:
     chat = services.chat
-    if body.logprobs:
-        raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
-    target = await chat.resolve(project.id, body.model)
-    prompt = chat.chat_prompt(body.messages)
-    asked = body.max_completion_tokens or body.max_tokens
-    params, n = chat.params(max_tokens=asked, default_max=256,
-                            temperature=body.temperature, top_p=body.top_p, n=body.n, stop=body.stop,
-                            seed=body.seed)
+    plan = await plan_chat(chat, project.id, body)
+    target, [prompt], params, n, asked = plan.target, plan.prompts, plan.params, plan.n, plan.asked
     meter.admit(lambda: _estimate([prompt], params, n))
     cid, created = new_id("chatcmpl"), now()
     if not body.stream:
-        [(outs, prompt_tokens)] = await chat.generate(target, [prompt], params, n, asked)
-        await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=sum(o.tokens for o in outs))
-        return JSONResponse({
-            "id": cid, "object": "chat.completion", "created": created, "model": body.model,
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": o.text, "refusal": None,
-                                                 "annotations": []},
-                         "logprobs": None, "finish_reason": o.finish_reason} for i, o in enumerate(outs)],
-            "usage": _usage(prompt_tokens, sum(o.tokens for o in outs)),
-        })
+        results = await chat.generate(target, [prompt], params, n, asked)
+        prompt_tokens, completion_tokens = token_totals(results)
+        await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=completion_tokens)
+        return JSONResponse(completion_body(plan, results, cid, created))
     slot, [encoded] = await _admit_stream(chat, target, [prompt], params, asked)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
@@ -117,7 +108,7 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                         yield _sse({**base, "choices": [{"index": index, "delta": {"content": delta},
                                                          "logprobs": None, "finish_reason": None}]})
             if include_usage:
-                yield _sse({**base, "choices": [], "usage": _usage(prompt_tokens, completion)})
+                yield _sse({**base, "choices": [], "usage": usage_of(prompt_tokens, completion)})
         except Exception as exc:
             yield _error_frame(exc)
         finally:  # also when the client goes away: what was generated counts
@@ -144,33 +135,16 @@ async def _admit_stream(chat: ChatService, target: Target, prompts: list[Prompt]
 async def create_completion(body: CreateCompletionRequest, project: ProjectDep, services: ServicesDep,
                             meter: MeterDep) -> JSONResponse | StreamingResponse:
     chat = services.chat
-    if body.suffix is not None:
-        raise InvalidRequest("suffix is not supported by this server.", param="suffix")
-    if body.logprobs is not None:
-        raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
-    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    if not prompts:
-        raise InvalidRequest("prompt must not be empty.", param="prompt")
-    texts = chat.text_prompts(prompts)
-    target = await chat.resolve(project.id, body.model)
-    params, n = chat.params(max_tokens=body.max_tokens, default_max=16, temperature=body.temperature,
-                            top_p=body.top_p, n=body.n, stop=body.stop, seed=body.seed)
+    plan = await plan_completion(chat, project.id, body)
+    target, texts, prompts, params, n = plan.target, plan.prompts, plan.texts, plan.params, plan.n
     meter.admit(lambda: _estimate(texts, params, n))
     cid, created = new_id("cmpl"), now()
-    echo = bool(body.echo)
+    echo = plan.echo
     if not body.stream:
-        choices, prompt_total, completion = [], 0, 0
         results = await chat.generate(target, texts, params, n, body.max_tokens)
-        for p_index, (text, (outs, prompt_tokens)) in enumerate(zip(prompts, results, strict=True)):
-            prompt_total += prompt_tokens
-            for j, o in enumerate(outs):
-                completion += o.tokens
-                choices.append({"text": (text if echo else "") + o.text, "index": p_index * n + j,
-                                "logprobs": None, "finish_reason": o.finish_reason})
-        await meter.done(body.model, input_tokens=prompt_total, output_tokens=completion)
-        return JSONResponse({"id": cid, "object": "text_completion", "created": created, "model": body.model,
-                             "system_fingerprint": FINGERPRINT, "choices": choices,
-                             "usage": _usage(prompt_total, completion)})
+        prompt_tokens, completion_tokens = token_totals(results)
+        await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=completion_tokens)
+        return JSONResponse(completion_body(plan, results, cid, created))
     slot, encoded = await _admit_stream(chat, target, texts, params, body.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
@@ -196,7 +170,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep, 
                             yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
                                                              "finish_reason": None}]})
             if include_usage:
-                yield _sse({**base, "choices": [], "usage": _usage(prompt_total, completion)})
+                yield _sse({**base, "choices": [], "usage": usage_of(prompt_total, completion)})
         except Exception as exc:
             yield _error_frame(exc)
         finally:  # also when the client goes away: what was generated counts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
 from collections.abc import MutableMapping
 from typing import Any
@@ -16,36 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from inhouse.errors import (
-    AuthenticationFailed,
-    EngineFailure,
-    IdempotencyConflict,
+    DOMAIN_STATUS,
     InhouseError,
-    InvalidRequest,
-    NotFound,
-    Overloaded,
-    PermissionDenied,
-    RequestTooLarge,
-    StorageFailure,
     Unavailable,
+    validation_text,
 )
 from inhouse.services.idempotency import IdempotencyInFlight
 
 log = logging.getLogger("inhouse.api")
 
 # 409 (in flight) is retried by the SDK on purpose; every other 4xx is final.
-STATUS: dict[type[InhouseError], int] = {
-    InvalidRequest: 400,
-    AuthenticationFailed: 401,
-    PermissionDenied: 403,
-    NotFound: 404,
-    IdempotencyInFlight: 409,
-    RequestTooLarge: 413,
-    IdempotencyConflict: 422,
-    Overloaded: 429,
-    Unavailable: 503,
-    StorageFailure: 507,
-    EngineFailure: 500,
-}
+STATUS: dict[type[InhouseError], int] = {**DOMAIN_STATUS, IdempotencyInFlight: 409}
 
 REQUEST_ID_KEY = "inhouse.request_id"
 
@@ -105,42 +85,8 @@ def error_response(exc: InhouseError, request_id: str | None = None) -> JSONResp
                     request_id=request_id)
 
 
-_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|function-.*|json-or-python.*)$")
-
-
-def _param(loc: tuple[Any, ...]) -> str | None:
-    parts: list[str] = []
-    for p in loc:
-        if p in ("body", "query", "path", "header"):
-            continue
-        if isinstance(p, str) and _TYPE_TAG.match(p):
-            break  # a union member's tag: the caller named the field, not our type alternatives
-        parts.append(str(p))
-    if not parts:
-        return None
-    out = parts[0]
-    for p in parts[1:]:
-        out += f"[{p}]" if p.isdigit() else f".{p}"
-    return out
-
-
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request.", None
-    first = errors[0]
-    loc = tuple(first.get("loc", ()))
-    if first.get("type") == "json_invalid":
-        return (
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-            "HTTP library correctly. The OpenAI API expects a JSON payload.)",
-            None,
-        )
-    param = _param(loc)
-    if first.get("type") == "missing":
-        return f"Missing required parameter: '{param}'.", param
-    msg = str(first.get("msg", "Invalid value"))
-    return (f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}."), param
+    return validation_text(exc.errors())
 
 
 def install(app: FastAPI) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,34 +13,16 @@ from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.api.metering import MeterDep
 from inhouse.api.multipart import Form, MemorySink, Sink, read_form
 from inhouse.errors import InvalidRequest, PermissionDenied
-from inhouse.ids import now
 from inhouse.schemas.images import CreateImageRequest
-from inhouse.services.images import MIME, ImageOptions, Plan, b64
+from inhouse.services.images import MIME, ImageOptions, Plan, generation_options
 
 router = APIRouter(tags=["images"])
 PART_CAP = 50 * 1024 * 1024
 REQUEST_CAP = 64 * 1024 * 1024  # all images of one edit together
-GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 
 
 async def _answer(plan: Plan, images: list[Any], request: Request, services: Any) -> JSONResponse:
-    svc = services.images
-    data = []
-    for img in images:
-        # PNG/JPEG encoding of a large image takes tens of milliseconds: off the event loop.
-        encoded = await asyncio.to_thread(svc.encode, img, plan.output_format, plan.compression)
-        item: dict[str, Any] = {"b64_json": b64(encoded)} if plan.b64 else {
-            "url": await svc.store(encoded, plan.output_format, str(request.base_url))}
-        if plan.revised_prompt is not None:
-            item["revised_prompt"] = plan.revised_prompt
-        data.append(item)
-    body: dict[str, Any] = {"created": now(), "data": data}
-    if plan.family == "gpt-image":
-        body.update(output_format=plan.output_format, background="opaque", quality=plan.quality_label)
-        size = f"{plan.width}x{plan.height}"
-        if size in GPT_SIZES:
-            body["size"] = size
-    return JSONResponse(body)
+    return JSONResponse(await services.images.answer(plan, images, str(request.base_url)))
 
 
 def _options(form: Form, *, default_model: str) -> ImageOptions:
@@ -57,10 +38,7 @@ def _options(form: Form, *, default_model: str) -> ImageOptions:
 async def create_image(body: CreateImageRequest, request: Request, project: ProjectDep, services: ServicesDep,
                        meter: MeterDep) -> JSONResponse:
     with services.images.admit():
-        options = ImageOptions(model=body.model or "dall-e-2", prompt=body.prompt, n=body.n, size=body.size,
-                               quality=body.quality, style=body.style, response_format=body.response_format,
-                               output_format=body.output_format, output_compression=body.output_compression,
-                               background=body.background, moderation=body.moderation, seed=body.seed)
+        options = generation_options(body)
         plan, images = await services.images.generate(options)
         await meter.done(options.model, images=len(images))
         return await _answer(plan, images, request, services)

@@ -20,7 +20,7 @@ from inhouse.engines.causal.data import calls_as_text
 from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
 from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.registry import ModelRegistry
-from inhouse.errors import InvalidRequest
+from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.admission import Admission
 from inhouse.services.models import ModelsService, model_not_found
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
@@ -253,6 +253,53 @@ class ChatService:
                 _record_generation(target, len(enc.ids) * n, sum(o.tokens for o in out), time.perf_counter() - t0)
                 results.append((out, len(enc.ids)))
             return results
+
+    async def generate_many(self, target: Target, items: list[tuple[Prompt, SamplingParams, int, int | None]]
+                            ) -> list[tuple[list[Generated], int] | InhouseError]:
+        """For each (prompt, params, n, asked max_tokens) item: its `n` choices and prompt token count, or the
+        error that item alone gets (encoded as encode does: context exceeded...). Every choice of every item
+        is one row of CausalEngine.generate_batch; rows run in the engine's bounded batches, one executor call
+        per batch, so the engine's lock is free between batches for interactive requests.
+
+        The caller holds one slot of self.admit for the whole call (a batch of lines waits as one request);
+        this takes none. A model that fails to load raises, as generate does."""
+        engine = await self._registry(target).get(target.entry)
+        encoded: dict[int, Encoded] = {}
+        errors: dict[int, InhouseError] = {}
+        rows: list[tuple[list[int], SamplingParams]] = []
+        owner: list[int] = []  # the item behind each row
+        for i, (prompt, params, n, asked) in enumerate(items):
+            try:
+                [enc] = await self.encode(target, [prompt], params, asked)
+            except InhouseError as exc:
+                errors[i] = exc
+                continue
+            encoded[i] = enc
+            for copy in range(n):
+                # generate draws n choices from one seeded stream; here each choice has its own generator, so
+                # copies after the first get seeds derived from the item's (different, still reproducible).
+                seed = enc.params.seed
+                if seed is not None and copy:
+                    seed = (seed + copy * 0x9E3779B97F4A7C15) % 2**64
+                rows.append((enc.ids, replace(enc.params, seed=seed)))
+                owner.append(i)
+        adapter = self._adapter(target)
+        choices: dict[int, list[Generated]] = {i: [] for i in encoded}
+        results: dict[int, Generated] = {}
+        engine.busy += 1
+        try:
+            for batch in engine.batches(rows):
+                t0 = time.perf_counter()
+                done = await self.executors.run("chat", engine.generate_batch, [rows[r] for r in batch], adapter)
+                _record_generation(target, sum(len(rows[r][0]) for r in batch), sum(g.tokens for g in done),
+                                   time.perf_counter() - t0)
+                results.update(zip(batch, done, strict=True))
+        finally:
+            engine.busy -= 1
+            engine.last_used = time.monotonic()
+        for r, i in enumerate(owner):  # rows were made item by item, copy by copy: choices come out in order
+            choices[i].append(results[r])
+        return [errors[i] if i in errors else (choices[i], len(encoded[i].ids)) for i in range(len(items))]
 
     async def stream(self, target: Target, prompt: Encoded) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
         """One streamed choice of a prompt from encode(); the caller holds a slot of self.admit for the whole

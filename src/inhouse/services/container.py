@@ -13,6 +13,9 @@ from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.pipelines import DiffusionEngine
 from inhouse.engines.registry import ModelRegistry, embedding_registry
+from inhouse.services.batch_lines import BatchLines
+from inhouse.services.batch_runner import BatchRunner
+from inhouse.services.batches import BatchesService
 from inhouse.services.chat import ChatService
 from inhouse.services.embedding_models import FineTunedEmbeddings
 from inhouse.services.embeddings import EmbeddingsService
@@ -51,6 +54,8 @@ class Services:
     chat: ChatService
     fine_tuning: FineTuningService
     jobs: JobRunner
+    batches: BatchesService
+    batch_runner: BatchRunner
     images: ImagesService
     executors: ModelExecutors  # model work's own thread pools, apart from the I/O pool
     rate_limits: RateLimiter
@@ -109,6 +114,10 @@ class Services:
                                load_or_create_secret(settings.data_dir / "secrets" / "image-urls.key"), executors)
         rate_limits = RateLimiter()
         usage = UsageService(meta, rate_limits)
+        embeddings = EmbeddingsService(models, engines, emb, executors, fine_tuned_embeddings)
+        # Image URLs in a batch's output point where clients reach the server.
+        lines = BatchLines(chat, embeddings, images,
+                           lambda: img.external_base_url or f"http://{settings.host}:{settings.port}")
         return cls(
             settings=settings,
             meta=meta,
@@ -121,11 +130,13 @@ class Services:
             maintenance=MaintenanceService(meta, blobs, uploads, idempotency, settings.stale_temp_seconds,
                                            settings.images.url_ttl_seconds, caches=[fine_tuned_embeddings]),
             embedding_engines=engines,
-            embeddings=EmbeddingsService(models, engines, emb, executors, fine_tuned_embeddings),
+            embeddings=embeddings,
             chat_engines=chat_engines,
             chat=chat,
             fine_tuning=FineTuningService(meta, models),
             jobs=JobRunner(settings, meta, blobs, files, models, executors),
+            batches=BatchesService(meta),
+            batch_runner=BatchRunner(settings, meta, blobs, files, lines, usage),
             images=images,
             executors=executors,
             rate_limits=rate_limits,

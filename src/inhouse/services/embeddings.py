@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from inhouse.config import Embeddings as EmbeddingSettings
 from inhouse.config import ModelEntry
@@ -13,7 +15,7 @@ from inhouse.engines.embeddings.encoder import FloatArray
 from inhouse.engines.embeddings.engine import EmbeddingEngine
 from inhouse.engines.embeddings.openai_tokens import OpenAITokenIds
 from inhouse.engines.executors import ModelExecutors
-from inhouse.errors import InvalidRequest
+from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.models import ModelsService, model_not_found
 
 ENCODING_FORMATS = ("float", "base64")
@@ -40,6 +42,43 @@ class EmbeddingResult:
     model: str
     vectors: FloatArray
     prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class EmbeddingAsk:
+    """One request's parameters, as the route's body carries them."""
+
+    model: str
+    input: InputValue
+    encoding_format: str | None = None
+    dimensions: int | None = None
+
+
+def embedding_body(result: EmbeddingResult, encoding_format: str | None) -> str:
+    """The answer's JSON text, assembled by hand: base64 is the SDK's default and must be cheap."""
+    little_endian = result.vectors.astype("<f4", copy=False)
+    items: list[Any]
+    if encoding_format == "base64":
+        items = [base64.b64encode(np.ascontiguousarray(row).tobytes()).decode("ascii") for row in little_endian]
+    else:
+        # Each float32 widened to float64 and printed shortest-round-trip: the digits json would print from
+        # tolist(), about ten times faster.
+        items = list(little_endian.astype(np.float64))
+    payload = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+        "model": result.model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _shorten(vectors: FloatArray, dimensions: int | None) -> FloatArray:
+    if dimensions is not None and dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
+        vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+    out: FloatArray = vectors.astype(np.float32)
+    return out
 
 
 def _bad_input(message: str) -> InvalidRequest:
@@ -95,7 +134,9 @@ class EmbeddingsService:
         return texts
 
     def _tokenize(self, engine: EmbeddingEngine, texts: list[str]) -> list[list[int]]:
-        ids = engine.tokenize(texts)
+        return self._check_lengths(engine.tokenize(texts))
+
+    def _check_lengths(self, ids: list[list[int]]) -> list[list[int]]:
         limit, total_limit = self.settings.max_input_tokens, self.settings.max_request_tokens
         total = 0
         for i, seq in enumerate(ids):
@@ -114,23 +155,35 @@ class EmbeddingsService:
         assert texts is not None
         return self._tokenize(engine, texts)
 
-    async def create(self, *, project_id: str, model: str, input: InputValue, encoding_format: str | None,
-                     dimensions: int | None) -> EmbeddingResult:
+    async def _entry(self, project_id: str, model: str) -> ModelEntry:
         entry = self.models.resolve_configured(model, "embedding")
         if entry is None and model.startswith("ft:"):
             entry = await self.fine_tuned.resolve(project_id, model)
         if entry is None:
             raise model_not_found(model, param="model")
+        return entry
+
+    @staticmethod
+    def _check_options(encoding_format: str | None, dimensions: int | None) -> None:
         if encoding_format is not None and encoding_format not in ENCODING_FORMATS:
             raise InvalidRequest(f"'{encoding_format}' is not one of ['float', 'base64'] - 'encoding_format'",
                                  param="encoding_format")
         if dimensions is not None and dimensions < 1:
             raise InvalidRequest("dimensions must be at least 1.", param="dimensions")
-        texts, arrays = self._inputs(input)
-        engine = await self.engines.get(entry)
+
+    @staticmethod
+    def _check_dimensions(engine: EmbeddingEngine, model: str, dimensions: int | None) -> None:
         if dimensions is not None and dimensions > engine.dimensions:
             raise InvalidRequest(f"dimensions must be at most {engine.dimensions} for model `{model}`.",
                                  param="dimensions")
+
+    async def create(self, *, project_id: str, model: str, input: InputValue, encoding_format: str | None,
+                     dimensions: int | None) -> EmbeddingResult:
+        entry = await self._entry(project_id, model)
+        self._check_options(encoding_format, dimensions)
+        texts, arrays = self._inputs(input)
+        engine = await self.engines.get(entry)
+        self._check_dimensions(engine, model, dimensions)
         n_inputs = len(texts if texts is not None else arrays or [])
         # Admission first: a full queue answers 429 before any tokenizing is done.
         with engine.batcher.reserve(n_inputs):
@@ -140,7 +193,69 @@ class EmbeddingsService:
             else:
                 ids = await self.executors.run("embeddings", self._prepare, engine, texts, arrays)
             vectors = await engine.embed(ids)
-        if dimensions is not None and dimensions < vectors.shape[1]:
-            vectors = vectors[:, :dimensions]
-            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        return EmbeddingResult(model=model, vectors=vectors.astype(np.float32), prompt_tokens=sum(map(len, ids)))
+        return EmbeddingResult(model=model, vectors=_shorten(vectors, dimensions), prompt_tokens=sum(map(len, ids)))
+
+    async def create_many(self, project_id: str, asks: list[EmbeddingAsk]) -> list[EmbeddingResult | InhouseError]:
+        """Many requests as one piece of background work (a batch's lines): each checked exactly as `create`
+        checks it (a bad one gets its own error, the others go on), every text tokenized in one call, every
+        window embedded in one submission that the engine sorts by length into full batches, behind live
+        requests. Not admitted against the live queue: the caller bounds how many inputs it sends at once."""
+        out: list[EmbeddingResult | InhouseError | None] = [None] * len(asks)
+        groups: dict[str, tuple[ModelEntry, list[int]]] = {}
+        split: dict[int, tuple[list[str] | None, list[list[int]] | None]] = {}
+        for i, ask in enumerate(asks):
+            try:
+                entry = await self._entry(project_id, ask.model)
+                self._check_options(ask.encoding_format, ask.dimensions)
+                split[i] = self._inputs(ask.input)
+            except InhouseError as exc:
+                out[i] = exc
+                continue
+            groups.setdefault(entry.id, (entry, []))[1].append(i)
+        for entry, members in groups.values():
+            engine = await self.engines.get(entry)
+            ready: list[int] = []
+            for i in members:
+                try:
+                    self._check_dimensions(engine, asks[i].model, asks[i].dimensions)
+                    ready.append(i)
+                except InhouseError as exc:
+                    out[i] = exc
+            ids_of = await self.executors.run("embeddings", self._prepare_many, engine, [split[i] for i in ready])
+            good = [(i, ids) for i, ids in zip(ready, ids_of, strict=True) if not isinstance(ids, InhouseError)]
+            for i, ids in zip(ready, ids_of, strict=True):
+                if isinstance(ids, InhouseError):
+                    out[i] = ids
+            if not good:
+                continue
+            vectors = await engine.embed([seq for _, ids in good for seq in ids], background=True)
+            row = 0
+            for i, ids in good:
+                mine = vectors[row: row + len(ids)]
+                row += len(ids)
+                out[i] = EmbeddingResult(model=asks[i].model, vectors=_shorten(mine, asks[i].dimensions),
+                                         prompt_tokens=sum(map(len, ids)))
+        assert all(r is not None for r in out)
+        return [r for r in out if r is not None]
+
+    def _prepare_many(self, engine: EmbeddingEngine, inputs: list[tuple[list[str] | None, list[list[int]] | None]]
+                      ) -> list[list[list[int]] | InhouseError]:
+        """Token ids of each request's inputs (one tokenizer call for all texts), or its error."""
+        texts_of: list[list[str] | InhouseError] = []
+        for texts, arrays in inputs:
+            try:
+                texts_of.append(self._decode(arrays) if arrays is not None else texts or [])
+            except InhouseError as exc:
+                texts_of.append(exc)
+        flat = [t for group in texts_of if not isinstance(group, InhouseError) for t in group]
+        ids = iter(engine.tokenize(flat) if flat else [])
+        out: list[list[list[int]] | InhouseError] = []
+        for group in texts_of:
+            if isinstance(group, InhouseError):
+                out.append(group)
+                continue
+            try:
+                out.append(self._check_lengths([next(ids) for _ in group]))
+            except InhouseError as exc:
+                out.append(exc)
+        return out

@@ -3,6 +3,7 @@ each model family's limits, quality and style mapped to real pipeline settings, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ from inhouse.engines.images.pipelines import DiffusionEngine, Render
 from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import now, random_token
+from inhouse.schemas.images import CreateImageRequest
 from inhouse.services.admission import Admission, ByteBudget
 from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
 from inhouse.services.models import ModelsService
@@ -35,6 +37,7 @@ EDIT_SIZES = {
 }
 PROMPT_MAX = {"dall-e-2": 1000, "dall-e-3": 4000, "gpt-image": 32000}
 STYLE_WORDS = {"vivid": "vivid, dramatic, hyper-real, richly detailed", "natural": "natural, realistic, understated"}
+GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024")  # the sizes a gpt-image answer names
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -334,9 +337,36 @@ class ImagesService:
         origin = (self.settings.external_base_url or base_url).rstrip("/")
         return f"{origin}/v1/images/files/{name}.{fmt}?expires={expires}&sig={self.sign(name, expires)}"
 
+    async def answer(self, plan: Plan, images: list[Any], base_url: str) -> dict[str, Any]:
+        """The ImagesResponse body: each image inline (b64_json) or behind a signed URL under `base_url`."""
+        data = []
+        for img in images:
+            # PNG/JPEG encoding of a large image takes tens of milliseconds: off the event loop.
+            encoded = await asyncio.to_thread(self.encode, img, plan.output_format, plan.compression)
+            item: dict[str, Any] = {"b64_json": b64(encoded)} if plan.b64 else {
+                "url": await self.store(encoded, plan.output_format, base_url)}
+            if plan.revised_prompt is not None:
+                item["revised_prompt"] = plan.revised_prompt
+            data.append(item)
+        body: dict[str, Any] = {"created": now(), "data": data}
+        if plan.family == "gpt-image":
+            body.update(output_format=plan.output_format, background="opaque", quality=plan.quality_label)
+            size = f"{plan.width}x{plan.height}"
+            if size in GPT_SIZES:
+                body["size"] = size
+        return body
+
     def check_signature(self, name: str, expires: int, sig: str) -> bool:
         # compare_digest raises TypeError on non-ASCII str; no such sig can be ours anyway.
         return sig.isascii() and hmac.compare_digest(self.sign(name, expires), sig) and expires > now()
+
+
+def generation_options(body: CreateImageRequest) -> ImageOptions:
+    """A generation request's options, as the route and a batch line read them."""
+    return ImageOptions(model=body.model or "dall-e-2", prompt=body.prompt, n=body.n, size=body.size,
+                        quality=body.quality, style=body.style, response_format=body.response_format,
+                        output_format=body.output_format, output_compression=body.output_compression,
+                        background=body.background, moderation=body.moderation, seed=body.seed)
 
 
 def b64(data: bytes) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inhouse.ids import now
+from inhouse.services.batch_runner import chunk_batch_id
 from inhouse.services.files import file_blob_key
 from inhouse.services.idempotency import IdempotencyService
 from inhouse.services.uploads import UploadsService, part_blob_key
@@ -96,6 +97,11 @@ class MaintenanceService:
                 if blob_id not in live and await self._old_enough(key_of(blob_id)):
                     await self.blobs.delete(key_of(blob_id))
                     removed += 1
+        open_batches = await self.meta.open_batch_ids()
+        for key in await self.blobs.list_keys("batches"):  # a finished batch's chunks, left by a crash
+            if chunk_batch_id(key) not in open_batches and await self._old_enough(key):
+                await self.blobs.delete(key)
+                removed += 1
         referenced = await self.meta.referenced_artifacts()
         for key in await self.blobs.list_keys("checkpoints"):
             if key not in referenced and await self._old_enough(key):

@@ -19,6 +19,11 @@ DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
 MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
 IMAGE_SOURCES = {"/v1/images/generations": "image.generation", "/v1/images/edits": "image.edit",
                  "/v1/images/variations": "image.variation"}
+BATCH = "batch:"  # the endpoint of a batch's lines is recorded as "batch:" + the route's endpoint
+
+
+def _source(endpoint: str) -> str | None:
+    return IMAGE_SOURCES.get(endpoint.removeprefix(BATCH))
 _PAGE_PREFIX = "page_"
 MAX_TIME = 2**40  # Unix seconds: far beyond any usage, far below SQLite's 64-bit integers
 
@@ -36,18 +41,19 @@ class UsageKind:
 
 KINDS = {
     "completions": UsageKind(
-        "organization.usage.completions.result", ("/v1/chat/completions", "/v1/completions"),
+        "organization.usage.completions.result",
+        ("/v1/chat/completions", "/v1/completions", f"{BATCH}/v1/chat/completions", f"{BATCH}/v1/completions"),
         frozenset({"project_id", "api_key_id", "model", "batch", "service_tier"}),
         lambda t: {"input_tokens": t.input_tokens, "output_tokens": t.output_tokens, "input_cached_tokens": 0,
                    "input_audio_tokens": 0, "output_audio_tokens": 0, "num_model_requests": t.requests},
         ("project_id", "user_id", "api_key_id", "model", "batch", "service_tier")),
     "embeddings": UsageKind(
-        "organization.usage.embeddings.result", ("/v1/embeddings",),
+        "organization.usage.embeddings.result", ("/v1/embeddings", f"{BATCH}/v1/embeddings"),
         frozenset({"project_id", "api_key_id", "model"}),
         lambda t: {"input_tokens": t.input_tokens, "num_model_requests": t.requests},
         ("project_id", "user_id", "api_key_id", "model")),
     "images": UsageKind(
-        "organization.usage.images.result", tuple(IMAGE_SOURCES),
+        "organization.usage.images.result", (*IMAGE_SOURCES, f"{BATCH}/v1/images/generations"),
         frozenset({"project_id", "api_key_id", "model", "source"}),
         lambda t: {"images": t.images, "num_model_requests": t.requests},
         ("source", "size", "project_id", "user_id", "api_key_id", "model")),
@@ -116,11 +122,11 @@ class UsageReport:
             bad = [s for s in q.sources if s not in IMAGE_SOURCES.values()]
             if bad:
                 raise InvalidRequest(f"Invalid value for 'sources': {bad[0]!r}.", param="sources")
-            endpoints = tuple(e for e in endpoints if IMAGE_SOURCES[e] in q.sources)
-        if q.batch:
-            endpoints = ()  # nothing here runs as a batch
+            endpoints = tuple(e for e in endpoints if _source(e) in q.sources)
+        if q.batch is not None:
+            endpoints = tuple(e for e in endpoints if e.startswith(BATCH) == q.batch)
         group_by = frozenset(g for g in q.group_by if g in ("project_id", "api_key_id", "model"))
-        if "source" in q.group_by:
+        if "source" in q.group_by or "batch" in q.group_by:
             group_by |= {"endpoint"}
         await self.usage.flush()  # this process's last second is visible at once
         if kind_name == "fine_tuning":
@@ -131,7 +137,7 @@ class UsageReport:
         by_bucket: dict[int, list[dict[str, Any]]] = {}
         only = projects[0] if projects is not None and len(projects) == 1 else None
         for t in totals:
-            by_bucket.setdefault(t.start, []).append(self._result(kind, t, q.group_by, only))
+            _merge(by_bucket.setdefault(t.start, []), self._result(kind, t, q.group_by, only), kind)
         data = [{"object": "bucket", "start_time": s, "end_time": s + width, "results": by_bucket.get(s, [])}
                 for s in range(first, stop, width)]
         more = stop < end
@@ -167,9 +173,21 @@ class UsageReport:
             "user_id": None,
             "api_key_id": t.api_key_id if "api_key_id" in grouped else None,
             "model": t.model if "model" in grouped else None,
-            "batch": False if "batch" in grouped else None,
+            "batch": (t.endpoint or "").startswith(BATCH) if "batch" in grouped else None,
             "service_tier": "default" if "service_tier" in grouped else None,
-            "source": IMAGE_SOURCES.get(t.endpoint or "") if "source" in grouped else None,
+            "source": _source(t.endpoint or "") if "source" in grouped else None,
             "size": None,
         }
         return {"object": kind.object, **kind.counts(t), **{f: values[f] for f in kind.group_fields}}
+
+
+def _merge(results: list[dict[str, Any]], result: dict[str, Any], kind: UsageKind) -> None:
+    """Add `result` to the bucket's results, summed into one with the same group values: grouping by batch or
+    source reads the endpoint, which may split one group (a route and its batch lines) in two."""
+    for other in results:
+        if all(other[f] == result[f] for f in kind.group_fields):
+            for k, v in result.items():
+                if k not in kind.group_fields and isinstance(v, int) and not isinstance(v, bool):
+                    other[k] += v
+            return
+    results.append(result)

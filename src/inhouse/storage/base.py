@@ -7,6 +7,8 @@ from typing import Any, Literal, Protocol
 
 from inhouse.storage.records import (
     ApiKey,
+    BatchChunk,
+    BatchRecord,
     FileRecord,
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
@@ -88,7 +90,64 @@ class UsageStore(Protocol):
         ...
 
 
-class MetadataStore(FineTuningStore, UsageStore, Protocol):
+class BatchStore(Protocol):
+    """Batches and the chunks of their lines. A worker's writes are guarded by its lease: once it lost the
+    batch (cancelled and finished by another, taken over after its lease expired), it can write nothing."""
+
+    async def insert_batch(self, batch: BatchRecord) -> None: ...
+    async def get_batch(self, project_id: str, batch_id: str) -> BatchRecord | None: ...
+    async def get_batch_any(self, batch_id: str) -> BatchRecord | None: ...
+
+    async def list_batches(self, project_id: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
+        """The project's batches, newest first; `after` is a batch id of the same project."""
+        ...
+
+    async def transition_batch(self, project_id: str, batch_id: str, *, allowed: tuple[str, ...],
+                               fields: dict[str, Any]) -> tuple[BatchRecord | None, bool]:
+        """Set `fields` only if the batch's status is in `allowed`, in one transaction; answers the batch as it
+        is afterwards (None if the project has none by that id) and whether it changed."""
+        ...
+
+    async def claim_batch(self, owner: str, now: int, lease_s: int) -> BatchRecord | None:
+        """The oldest open batch (validating, in_progress, finalizing, cancelling) with no live lease, now leased
+        to `owner` until now + lease_s (attempts + 1); None when there is none. Two claimers never get one batch."""
+        ...
+
+    async def heartbeat_batch(self, batch_id: str, owner: str, now: int, lease_s: int) -> str | None:
+        """Renew `owner`'s lease while the batch is open; answers its status, or None when `owner` lost it."""
+        ...
+
+    async def batch_update(self, batch_id: str, owner: str, fields: dict[str, Any],
+                           allowed: tuple[str, ...] = ...) -> bool:
+        """Set `fields` if `owner` holds the lease and the status is in `allowed` (default: any open one);
+        False, writing nothing, otherwise."""
+        ...
+
+    async def batch_chunks(self, batch_id: str) -> list[BatchChunk]:
+        """The chunks recorded so far, in order."""
+        ...
+
+    async def add_batch_chunk(self, batch_id: str, owner: str, chunk: BatchChunk) -> bool:
+        """Record a chunk (its output and error lines already durable) and add its counts and tokens to the
+        batch, in one transaction; a chunk recorded before is not counted again. False if `owner` lost the lease."""
+        ...
+
+    async def finish_batch(self, batch_id: str, owner: str, *, fields: dict[str, Any],
+                           files: list[FileRecord]) -> bool:
+        """Insert the output files' rows (their bytes already durable), set `fields` and clear the lease, in one
+        transaction; False, writing nothing, if `owner` lost the lease."""
+        ...
+
+    async def release_batch(self, batch_id: str, owner: str) -> None:
+        """Give the lease up (another worker may claim the batch at once)."""
+        ...
+
+    async def open_batch_ids(self) -> set[str]:
+        """Ids of batches not yet in a terminal state (their part blobs are still needed)."""
+        ...
+
+
+class MetadataStore(FineTuningStore, UsageStore, BatchStore, Protocol):
     """Rows about objects. Every read and write of a project's object is scoped by project id."""
 
     async def open(self) -> None: ...

@@ -164,4 +164,51 @@ SQLITE_MIGRATIONS: list[str] = [
         PRIMARY KEY (minute, project_id, api_key_id, model, endpoint)
     ) WITHOUT ROWID;
     """,
+    # 5: batches, and the chunks of their lines already run (durable progress: a resumed batch skips them)
+    """
+    CREATE TABLE batches (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        endpoint TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        completion_window TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        metadata TEXT,
+        output_expires_after TEXT,
+        api_key_id TEXT,
+        model TEXT,
+        in_progress_at INTEGER,
+        finalizing_at INTEGER,
+        completed_at INTEGER,
+        failed_at INTEGER,
+        expired_at INTEGER,
+        cancelling_at INTEGER,
+        cancelled_at INTEGER,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        errors TEXT,
+        request_total INTEGER NOT NULL DEFAULT 0,
+        request_completed INTEGER NOT NULL DEFAULT 0,
+        request_failed INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at INTEGER
+    );
+    CREATE INDEX batches_project ON batches(project_id, seq);
+    CREATE INDEX batches_open ON batches(seq) WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
+    CREATE TABLE batch_chunks (
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        chunk INTEGER NOT NULL,
+        completed INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        PRIMARY KEY (batch_id, chunk)
+    ) WITHOUT ROWID;
+    """,
 ]

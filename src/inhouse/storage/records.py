@@ -179,6 +179,54 @@ class UsageTotal:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch: its request, lifecycle timestamps, counts and lease. Counts and usage move only with the
+    chunks recorded (BatchChunk), in the same transaction."""
+
+    id: str
+    project_id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: str
+    created_at: int
+    expires_at: int
+    metadata: dict[str, str] | None = None
+    output_expires_after: dict[str, Any] | None = None
+    api_key_id: str | None = None
+    model: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    request_total: int = 0
+    request_completed: int = 0
+    request_failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchChunk:
+    """One run of consecutive input lines whose output and error lines are durable in blobs."""
+
+    index: int
+    completed: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     has_more: bool

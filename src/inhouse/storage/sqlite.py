@@ -21,6 +21,7 @@ from inhouse.storage.records import (
     UploadPartRecord,
     UploadRecord,
 )
+from inhouse.storage.sqlite_batches import SqliteBatches
 from inhouse.storage.sqlite_fine_tuning import SqliteFineTuning
 from inhouse.storage.sqlite_usage import SqliteUsage
 
@@ -45,7 +46,7 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-class SqliteMetadataStore(SqliteFineTuning, SqliteUsage):
+class SqliteMetadataStore(SqliteFineTuning, SqliteUsage, SqliteBatches):
     # -- projects and keys ------------------------------------------------------------------------
     def _get_or_create_project(self, name: str) -> Project:
         with self._write() as c:

@@ -4,6 +4,7 @@ durability pragmas, BEGIN IMMEDIATE for every write, versioned migrations."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,6 +17,32 @@ from inhouse.ids import now
 from inhouse.storage.migrations import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
+
+
+def dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def set_fields(c: sqlite3.Connection, table: str, row_id: str, fields: dict[str, Any], *, updatable: set[str],
+               json_fields: set[str]) -> None:
+    """UPDATE one row's `fields` (JSON ones dumped); a field outside `updatable` is a bug: ValueError."""
+    if not fields:
+        return
+    bad = set(fields) - updatable
+    if bad:
+        raise ValueError(f"not updatable: {bad}")
+    cols = ", ".join(f"{k} = ?" for k in fields)
+    values = [dump_json(v) if k in json_fields else v for k, v in fields.items()]
+    c.execute(f"UPDATE {table} SET {cols} WHERE id = ?", (*values, row_id))
+
+
+def leased(c: sqlite3.Connection, table: str, row_id: str, owner: str, statuses: tuple[str, ...], *,
+           among: bool) -> bool:
+    """Whether `owner` holds the row's lease while its status is among `statuses` (among=False: not among)."""
+    marks = ",".join("?" * len(statuses))
+    test = "IN" if among else "NOT IN"
+    return c.execute(f"SELECT 1 FROM {table} WHERE id = ? AND lease_owner = ? AND status {test} ({marks})",
+                     (row_id, owner, *statuses)).fetchone() is not None
 
 
 class SqliteBase:

@@ -14,7 +14,7 @@ from inhouse.storage.records import (
     ModelRecord,
     Page,
 )
-from inhouse.storage.sqlite_base import SqliteBase
+from inhouse.storage.sqlite_base import SqliteBase, leased, set_fields
 
 _JOB_COLS = (
     "id, project_id, created_at, model, base_model, parent_model, training_file, validation_file, suffix, seed, "
@@ -62,22 +62,11 @@ class SqliteFineTuning(SqliteBase):
 
     @staticmethod
     def _owned(c: sqlite3.Connection, job_id: str, owner: str) -> bool:
-        marks = ",".join("?" * len(TERMINAL))
-        return c.execute(
-            f"SELECT 1 FROM fine_tuning_jobs WHERE id = ? AND lease_owner = ? AND status NOT IN ({marks})",
-            (job_id, owner, *TERMINAL),
-        ).fetchone() is not None
+        return leased(c, "fine_tuning_jobs", job_id, owner, TERMINAL, among=False)
 
     @staticmethod
     def _set(c: sqlite3.Connection, job_id: str, fields: dict[str, Any]) -> None:
-        if not fields:
-            return
-        bad = set(fields) - _UPDATABLE
-        if bad:
-            raise ValueError(f"not updatable: {bad}")
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        values = [_dump(v) if k in _JSON_JOB_FIELDS else v for k, v in fields.items()]
-        c.execute(f"UPDATE fine_tuning_jobs SET {cols} WHERE id = ?", (*values, job_id))
+        set_fields(c, "fine_tuning_jobs", job_id, fields, updatable=_UPDATABLE, json_fields=_JSON_JOB_FIELDS)
 
     def _get_job_any(self, job_id: str) -> FineTuningJobRecord | None:
         row = self.conn.execute(f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE id = ?", (job_id,)).fetchone()

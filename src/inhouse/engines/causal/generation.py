@@ -1,8 +1,10 @@
 """Generation on a base causal LM with LoRA adapters applied per request (cached), off the event loop,
-one generation at a time per model, with stop sequences and streaming."""
+one generation at a time per model, with stop sequences, streaming and batches of prompts."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -11,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inhouse.engines.causal import batched
 from inhouse.engines.causal.adapters import attach_adapter, load_full
 from inhouse.engines.causal.loading import load_model, load_tokenizer
 
 MAX_ADAPTERS = 8  # LoRA adapters kept attached per base model
+# generate_batch's bounds on one batch: rows, and rows x (longest prompt + most new tokens), which bounds its KV
+# cache (~46 KB a token on SmolLM2-135M in float32: 16384 tokens ~ 0.75 GB) and its prefill. Larger requests
+# are split into several batches.
+MAX_BATCH_ROWS = 16
+MAX_BATCH_TOKENS = 16384
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,15 @@ class CausalEngine:
         # longer prompt is refused without being tokenized.
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or self.tok.model_max_length)
         self.max_prompt_chars = self.context * 2 * max(len(t) for t in self.tok.get_vocab())
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one generation step at a time on this model
+        # Live requests (generate, stream) take the lock ahead of a batch's next decode step: a batch takes it
+        # step by step, and only while no live request waits for it.
+        self._turn = threading.Condition()
+        self._live_waiting = 0
         self._adapters: OrderedDict[str, bool] = OrderedDict()
         self.last_used = time.monotonic()
         self.busy = 0
+        self.max_batch_rows, self.max_batch_tokens = MAX_BATCH_ROWS, MAX_BATCH_TOKENS
 
     def idle_since(self) -> float | None:
         return None if self.busy else self.last_used
@@ -80,8 +93,6 @@ class CausalEngine:
     # -- adapters -----------------------------------------------------------------------------------------
     def _select(self, adapter: tuple[str, Callable[[], bytes]] | None) -> Any:
         """Make `adapter` active (loading it if needed), or return a context that disables adapters."""
-        import contextlib
-
         from peft import PeftModel
 
         if adapter is None:
@@ -121,11 +132,36 @@ class CausalEngine:
         ended = bool(new_ids) and new_ids[-1] == self.tok.eos_token_id
         return Generated(text, "stop" if ended or len(new_ids) < params.max_new_tokens else "length", len(new_ids))
 
+    @contextlib.contextmanager
+    def _live(self) -> Iterator[None]:
+        """The lock for a live request, for its whole generation, ahead of any batch's next step."""
+        with self._turn:
+            self._live_waiting += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._turn:
+                self._live_waiting -= 1
+                self._turn.notify_all()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    @contextlib.contextmanager
+    def _background_step(self) -> Iterator[None]:
+        """The lock for one step of a batch, once no live request waits for it (a live request that starts to
+        wait during the step waits for that step alone)."""
+        with self._turn:
+            self._turn.wait_for(lambda: self._live_waiting == 0)
+        with self.lock:
+            yield
+
     def generate(self, prompt: list[int], params: SamplingParams, n: int,
                  adapter: tuple[str, Callable[[], bytes]] | None) -> list[Generated]:
         import torch
 
-        with self.lock:
+        with self._live():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             ids = torch.tensor([prompt], dtype=torch.long)
@@ -137,6 +173,61 @@ class CausalEngine:
                     out.append(self._finish(seq[0, len(prompt) :].tolist(), params))
             return out
 
+    def batches(self, rows: list[tuple[list[int], SamplingParams]]) -> list[list[int]]:
+        """Indices of `rows` grouped into the batches generate_batch runs (bounded by max_batch_rows/_tokens)."""
+        return batched.plan(rows, self.max_batch_rows, self.max_batch_tokens)
+
+    def generate_batch(self, rows: list[tuple[list[int], SamplingParams]],
+                       adapter: tuple[str, Callable[[], bytes]] | None) -> list[Generated]:
+        """One result per (prompt, params) row, in order, built as generate builds them; rows are decoded
+        together in batches (self.batches), under the same lock as generate, one batch at a time.
+
+        Greedy rows give generate's text; a seeded row's sampling depends on its own seed only (batched.decode
+        says what holds)."""
+        import torch
+
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0  # any id: padding is masked
+
+        def stopped(new_ids: list[int], stop: tuple[str, ...]) -> bool:  # _StopOnText on a row's new tokens
+            text = self.tok.decode(new_ids, skip_special_tokens=True)
+            return any(s in text for s in stop)
+
+        def step(forward: Callable[[Any], Any]) -> Any:
+            # Lock and adapter are taken per step: between two steps live requests go first, and may attach or
+            # switch adapters (or wrap the model in a PeftModel), so the step selects its own and calls the
+            # model as it is now. The KV cache the steps share holds tensors only.
+            with self._background_step(), self._select(adapter), torch.inference_mode():
+                return forward(self.model)
+
+        out: list[Generated | None] = [None] * len(rows)
+        gc = self.model.generation_config
+        eos = gc.eos_token_id  # where generate stops (it may differ from the tokenizer's)
+        eos_ids = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        for group in self.batches(rows):
+            part = [rows[i] for i in group]
+            if batched.same_as_generate(gc):
+                new = batched.decode(step, part, eos_ids, pad, stopped)
+            else:  # the model's generation_config adds logits processors the batched loop does not apply
+                new = [step(functools.partial(self._one_on, ids, params)) for ids, params in part]
+            for i, ids in zip(group, new, strict=True):
+                out[i] = self._finish(ids, rows[i][1])
+        return [g for g in out if g is not None]
+
+    def _one_on(self, prompt: list[int], params: SamplingParams, _model: Any) -> list[int]:
+        return self._one(prompt, params)
+
+    def _one(self, prompt: list[int], params: SamplingParams) -> list[int]:
+        """One row's new token ids through Hugging Face generate, as generate runs a choice."""
+        import torch
+
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        ids = torch.tensor([prompt], dtype=torch.long)
+        seq = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  **self._kwargs(len(prompt), params))
+        new: list[int] = seq[0, len(prompt) :].tolist()
+        return new
+
     def stream(self, prompt: list[int], params: SamplingParams,
                adapter: tuple[str, Callable[[], bytes]] | None) -> Iterator[tuple[str, Generated | None]]:
         """Yields text deltas, then ("", Generated) once done. Holds back text that could start a stop
@@ -144,7 +235,7 @@ class CausalEngine:
         import torch
         from transformers import TextIteratorStreamer
 
-        with self.lock:
+        with self._live():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             ids = torch.tensor([prompt], dtype=torch.long)

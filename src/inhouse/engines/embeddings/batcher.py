@@ -1,5 +1,8 @@
 """Cross-request dynamic batching: windows from many requests queue, batches form by a token budget with
-similar lengths together, one thread runs the model, each request gets back exactly its own vectors."""
+similar lengths together, one thread runs the model, each request gets back exactly its own vectors.
+
+Background work (a batch's lines) waits in its own queue and runs one forward batch at a time, only while no
+live request's window waits: a large batch never puts more than one forward batch ahead of a live request."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +26,11 @@ log = logging.getLogger(__name__)
 _PAD_WASTE = 0.2  # share of a batch's padded tokens that may be padding
 _PAD_SLACK = 64  # tokens of padding always allowed: tiny batches cost more in per-call overhead
 _REFUSED = observability.REFUSED.labels("embeddings")
+# While live requests come (one arrived within this many seconds), background work runs in forward batches of
+# at most this many padded tokens: a live request that arrives mid-batch then waits about as long as its own
+# forward takes, not a full batch's time. Without live traffic background batches are full-size.
+_LIVE_GRACE_S = 2.0
+_POLITE_TOKENS = 32
 
 
 @dataclass
@@ -50,10 +59,13 @@ class Batcher:
         self.max_queued_inputs = max_queued_inputs
         self._cond = threading.Condition()
         self._pending: list[_Item] = []
+        # Background jobs' windows, cut into batches once when submitted (sorted by length), oldest job first.
+        self._background: deque[list[_Item]] = deque()
         self._seq = 0
         self._reserved = 0
         self._closed = False
         self.last_used = time.monotonic()
+        self._live_at = -_LIVE_GRACE_S  # when a live request last submitted windows (monotonic)
         self.forward_calls = 0
         self.forwarded = 0
         self.label_as("unknown")
@@ -95,25 +107,34 @@ class Batcher:
                 self._reserved -= n_inputs
 
     # -- submission -------------------------------------------------------------------------------
-    async def embed(self, windows: list[list[int]]) -> FloatArray:
-        """Pooled vectors for each window, in order, batched with whatever else is waiting."""
+    async def embed(self, windows: list[list[int]], *, background: bool = False) -> FloatArray:
+        """Pooled vectors for each window, in order, batched with whatever else is waiting (`background`: with
+        other background work, whenever no live window waits)."""
         self.last_used = time.monotonic()
+        if not background:
+            self._live_at = self.last_used
         loop = asyncio.get_running_loop()
         job = _Job(windows, np.empty((len(windows), self.encoder.spec.dimensions), dtype=np.float32), loop,
                    loop.create_future(), len(windows))
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher closed")
+            items = []
             for i, w in enumerate(windows):
                 self._seq += 1
-                self._pending.append(_Item(len(w), self._seq, job, i))
+                items.append(_Item(len(w), self._seq, job, i))
+            if background:
+                self._background.extend(self._batches(items))
+            else:
+                self._pending.extend(items)
             self._cond.notify()
         return await job.future
 
     # -- the model thread -------------------------------------------------------------------------
-    def _batches(self, items: list[_Item]) -> Iterator[list[_Item]]:
+    def _batches(self, items: list[_Item], max_tokens: int | None = None) -> Iterator[list[_Item]]:
         """Sorted by length, cut where the batch is full, over the token budget, or would spend more
         than a fifth of its work (plus a little slack) on padding."""
+        budget = self.max_batch_tokens if max_tokens is None else max_tokens
         items.sort()
         batch: list[_Item] = []
         real = 0
@@ -122,7 +143,7 @@ class Batcher:
             padded = width * (len(batch) + 1)
             if batch and (
                 len(batch) >= self.max_batch_size
-                or padded > self.max_batch_tokens
+                or padded > budget
                 or padded - (real + item.length) > _PAD_WASTE * padded + _PAD_SLACK
             ):
                 yield batch
@@ -135,12 +156,23 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not self._background and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
-                items, self._pending = self._pending, []
-            for batch in self._batches(items):
+                if self._pending:
+                    items, self._pending = self._pending, []
+                    batches = list(self._batches(items))
+                else:  # background: the oldest job's next batch; the rest waits for the next round
+                    polite = time.monotonic() - self._live_at < _LIVE_GRACE_S
+                    head = self._background.popleft()
+                    if polite:  # only its shortest windows, as many as the polite budget holds
+                        first, *rest = self._batches(head, _POLITE_TOKENS)
+                        if rest:
+                            self._background.appendleft([it for part in rest for it in part])
+                        head = first
+                    batches = [head]
+            for batch in batches:
                 live = [it for it in batch if not it.job.failed and not it.job.future.cancelled()]
                 if not live:
                     continue
@@ -179,7 +211,7 @@ class Batcher:
     @property
     def busy(self) -> bool:
         with self._cond:
-            return bool(self._pending) or self._reserved > 0
+            return bool(self._pending) or bool(self._background) or self._reserved > 0
 
 
 def _resolve(future: asyncio.Future[FloatArray], value: FloatArray) -> None:

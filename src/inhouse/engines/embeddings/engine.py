@@ -66,14 +66,15 @@ class EmbeddingEngine:
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.encoder.tokenize(texts)
 
-    async def embed(self, token_ids: list[list[int]]) -> FloatArray:
+    async def embed(self, token_ids: list[list[int]], *, background: bool = False) -> FloatArray:
+        """Unit vectors of each input. `background` work (a batch's) runs only while no live request waits."""
         windows: list[list[int]] = []
         owners: list[int] = []
         for i, ids in enumerate(token_ids):
             for start in range(0, max(len(ids), 1), self.window_tokens):
                 windows.append(self.encoder.window(ids[start : start + self.window_tokens]))
                 owners.append(i)
-        pooled = await self.batcher.embed(windows)
+        pooled = await self.batcher.embed(windows, background=background)
         if len(windows) == len(token_ids):
             out = pooled
         else:
