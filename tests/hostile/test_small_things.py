@@ -15,6 +15,7 @@ import pytest
 
 from inhouse.bootstrap import build_services
 from inhouse.storage.secret_file import SECRET_BYTES, load_or_create_secret
+from tests.api.test_images import tiny_sd  # noqa: F401 - the session's tiny image pipeline
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
 from tests.llm import all_events, llm_settings, pong_file, supervised, wait_for
@@ -117,3 +118,28 @@ def test_job_error_does_not_leak_server_paths(settings_factory: Any, tiny_llm: P
         for text in texts:
             assert str(server.settings.data_dir.resolve()) not in text and "/" not in text, text
         assert "FileNotFoundError" in done.error.message
+
+
+def test_seeds_past_64_bits_are_400_not_500(llm: openai.OpenAI) -> None:
+    """torch takes 64-bit seeds only; a larger one (JSON integers have no bound) must be refused, not crash."""
+    for seed in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(openai.BadRequestError) as bad:
+            llm.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                        max_tokens=2, seed=seed)
+        assert bad.value.param == "seed"
+        with pytest.raises(openai.BadRequestError) as bad:
+            llm.completions.create(model="davinci-002", prompt="hi", max_tokens=2, seed=seed)
+        assert bad.value.param == "seed"
+    ok = llm.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                     seed=2**63 - 1)
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_image_seed_past_64_bits_is_400(settings_factory: Any, tiny_sd: Path) -> None:  # noqa: F811
+    from tests.api.test_images import sd_settings
+
+    with start_server(sd_settings(settings_factory, tiny_sd)) as server:
+        client = make_client(server.base_url)
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.images.generate(prompt="a red circle", size="256x256", extra_body={"seed": 2**64})
+        assert bad.value.param == "seed"

@@ -180,6 +180,9 @@ class ChatService:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise InvalidRequest("stop takes at most 4 non-empty strings.", param="stop")
+        if seed is not None and not -(2**63) <= seed < 2**63:  # the spec's int64; torch takes no more
+            raise InvalidRequest("seed must be an integer from -9223372036854775808 to 9223372036854775807.",
+                                 param="seed")
         return SamplingParams(min(max_tokens or default_max, cap), t, p, tuple(stops), seed), count
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:

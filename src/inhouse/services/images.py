@@ -117,6 +117,9 @@ class ImagesService:
         entry = self._entry(o.model)
         if require_prompt and not o.prompt:
             raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
+        if o.seed is not None and not -(2**63) <= o.seed < 2**63:  # int64, as chat's seed; torch takes no more
+            raise InvalidRequest("seed must be an integer from -9223372036854775808 to 9223372036854775807.",
+                                 param="seed")
         if len(o.prompt) > PROMPT_MAX[fam]:
             raise InvalidRequest(f"prompt is longer than {PROMPT_MAX[fam]} characters, the limit for {fam}.",
                                  param="prompt", code="string_above_max_length")
