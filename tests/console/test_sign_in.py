@@ -46,10 +46,9 @@ def test_open_mode_needs_no_key(page: Any, console_server: ServerHandle) -> None
     page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
     assert "Open mode" in page.locator(".session").inner_text()
     assert page.get_by_role("button", name="Sign out").count() == 0
-    # Batches do not exist yet: no link to them. Usage and keys show only where the server has them.
+    # Usage and keys show only where the server has them.
     links = page.locator("nav#nav a:visible").all_inner_texts()
-    assert links[:5] == ["Fine-tuning", "Files", "Chat", "Embeddings", "Images"]
-    assert not any("atch" in link for link in links)
+    assert links[:6] == ["Fine-tuning", "Files", "Batches", "Chat", "Embeddings", "Images"]
     # Keyboard: the skip link is the first control of the page and moves focus to the content.
     assert page.locator("a, button, input, select, textarea").first.inner_text() == "Skip to content"
     page.locator("#skip-link").focus()

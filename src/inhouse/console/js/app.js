@@ -3,6 +3,8 @@
 
 import {Api, ApiError, isAbort} from './api.js';
 import {fill, h, field} from './dom.js';
+import * as batch from './pages/batch.js';
+import * as batches from './pages/batches.js';
 import * as chat from './pages/chat.js';
 import * as embeddings from './pages/embeddings.js';
 import * as files from './pages/files.js';
@@ -24,6 +26,9 @@ const ROUTES = [
   [/^\/fine-tuning$/, jobs, 'Fine-tuning'],
   [/^\/fine-tuning\/new$/, {mount: jobs.mountCreate}, 'New fine-tuning job'],
   [/^\/fine-tuning\/([\w.:-]+)$/, job, 'Fine-tuning job'],
+  [/^\/batches$/, batches, 'Batches'],
+  [/^\/batches\/new$/, {mount: batches.mountCreate}, 'New batch'],
+  [/^\/batches\/([\w.:-]+)$/, batch, 'Batch'],
   [/^\/files$/, files, 'Files'],
   [/^\/playground\/chat$/, chat, 'Chat'],
   [/^\/playground\/embeddings$/, embeddings, 'Embeddings'],
@@ -133,7 +138,7 @@ function route() {
   const hit = ROUTES.map(([re, page, title]) => [path.match(re), page, title]).find(([m]) => m);
   nav.classList.remove('open');
   menu.setAttribute('aria-expanded', 'false');
-  const section = path.slice(1).replace(/^fine-tuning\/.*/, 'fine-tuning');
+  const section = path.slice(1).replace(/^(fine-tuning|batches)\/.*/, '$1');
   for (const a of nav.querySelectorAll('a')) {
     if (a.dataset.section === section) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -150,7 +155,11 @@ function route() {
   const ctx = {
     api: session.api, open: session.open, can: session.can, main, query, params: match.slice(1), announce,
     signal: controller.signal,
-    every(ms, fn) { timers.push(setInterval(fn, ms)); },
+    every(ms, fn) {  // returns a stop(), for a page that knows when there is nothing more to poll
+      const t = setInterval(fn, ms);
+      timers.push(t);
+      return () => clearInterval(t);
+    },
     later(ms, fn) { timers.push(setTimeout(fn, ms)); },
     fail(err, box) { if (!isAbort(err)) { (box || main).append(h('p', {class: 'error', role: 'alert'}, err.message)); } },
   };
