@@ -16,14 +16,24 @@ def build_metadata_store(url: str) -> MetadataStore:
     if url.startswith("sqlite:///"):
         return SqliteMetadataStore(sqlite_path(url))
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database_url scheme {scheme!r}: this build supports sqlite:///PATH")
+    if scheme in ("postgresql", "postgres"):
+        from inhouse.storage.postgres import PostgresMetadataStore  # loads psycopg (the `postgres` extra) only here
+
+        return PostgresMetadataStore(url)
+    raise ValueError(f"unsupported database_url scheme {scheme!r}: this build supports sqlite:///PATH and "
+                     "postgresql://USER@HOST:PORT/DB")
 
 
 def build_blob_store(url: str) -> BlobStore:
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalBlobStore(Path(parsed.path))
-    raise ValueError(f"unsupported blob_url scheme {parsed.scheme!r}: this build supports file:///PATH")
+    if parsed.scheme == "s3":
+        from inhouse.storage.s3_blobs import S3BlobStore  # loads boto3 (the `s3` extra) only when opened
+
+        return S3BlobStore.from_url(url)
+    raise ValueError(f"unsupported blob_url scheme {parsed.scheme!r}: this build supports file:///PATH and "
+                     "s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME]")
 
 
 def build_services(settings: Settings) -> Services:

@@ -237,8 +237,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the server binds.")
     port: int = Field(8000, description="Port the server binds.")
     data_dir: Path = Field(Path("./data"), description="Root of the embedded database, blob store and caches.")
-    database_url: str = Field("", description="`sqlite:///path` (default: DATA_DIR/inhouse.db).")
-    blob_url: str = Field("", description="`file:///path` (default: DATA_DIR/blobs).")
+    database_url: str = Field("", description="`sqlite:///path` (default: DATA_DIR/inhouse.db) or "
+                              "`postgresql://user@host:port/db` (the `postgres` extra).")
+    blob_url: str = Field("", description="`file:///path` (default: DATA_DIR/blobs) or "
+                          "`s3://bucket/prefix?endpoint=http://host:port` (the `s3` extra; AWS credentials from the "
+                          "environment).")
     auth: Literal["auto", "required", "off"] = Field(
         "auto",
         description="auto: keys are required once one exists; with none, only a loopback bind may run open.",

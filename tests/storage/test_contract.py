@@ -12,11 +12,14 @@ import pytest
 
 from inhouse.bootstrap import build_blob_store, build_metadata_store
 from inhouse.storage.base import BlobStore, MetadataStore
+from inhouse.storage.migrations import POSTGRES_MIGRATIONS
 from inhouse.storage.records import FileRecord, IdempotencyRecord, ModelRecord, UploadPartRecord, UploadRecord
+from tests.storage import postgres_server
+from tests.storage.seaweedfs import seaweedfs
 
 # Each backend: a name and a factory from a temp dir to a URL. Postgres and S3 join this list.
-META_BACKENDS = {"sqlite": lambda d: f"sqlite:///{d / 'meta.db'}"}
-BLOB_BACKENDS = {"local": lambda d: f"file://{d / 'blobs'}"}
+META_BACKENDS = {"sqlite": lambda d: f"sqlite:///{d / 'meta.db'}", "postgres": postgres_server.database_url}
+BLOB_BACKENDS = {"local": lambda d: f"file://{d / 'blobs'}", "s3": lambda d: seaweedfs().url()}
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -48,11 +51,18 @@ async def with_meta(factory: Callable[[], MetadataStore], body: Callable[[Metada
         await meta.close()
 
 
-def test_migrations_are_idempotent_and_durability_checked(meta_factory: Callable[[], MetadataStore]) -> None:
+def test_migrations_are_idempotent_and_durability_checked(meta_factory: Callable[[], MetadataStore],
+                                                          request: pytest.FixtureRequest) -> None:
+    backend = request.node.callspec.params["meta_factory"]
+
     async def body(meta: MetadataStore) -> None:
         assert await meta.migrate() == 0
         facts = await meta.check()
-        assert facts["journal_mode"] == "wal" and facts["synchronous"] == "2" and facts["foreign_keys"] == "1"
+        if backend == "sqlite":
+            assert facts["journal_mode"] == "wal" and facts["synchronous"] == "2" and facts["foreign_keys"] == "1"
+        else:
+            assert facts["fsync"] == "on" and facts["synchronous_commit"] != "off"
+            assert facts["schema_version"] == str(len(POSTGRES_MIGRATIONS)) and int(facts["pool_max_size"]) >= 1
 
     run(with_meta(meta_factory, body))
     run(with_meta(meta_factory, body))  # reopen: nothing applied twice

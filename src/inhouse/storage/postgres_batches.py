@@ -1,0 +1,163 @@
+"""Batches and the chunks of their lines on Postgres. Every write a worker makes is guarded by its lease (the
+batch's row locked while it is tested), and a chunk's counts move in the transaction that records it."""
+
+from __future__ import annotations
+
+from dataclasses import fields as dataclass_fields
+from typing import Any
+
+from inhouse.storage.postgres_base import (
+    Conn,
+    PostgresBase,
+    Row,
+    dump_json,
+    fetchone,
+    leased,
+    load_json,
+    set_fields,
+)
+from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
+
+_NAMES = [f.name for f in dataclass_fields(BatchRecord)]
+_COLS = ", ".join(_NAMES)
+_JSON = {"metadata", "output_expires_after", "errors"}
+_UPDATABLE = {
+    "status", "model", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+    "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "request_total",
+    "lease_owner", "lease_expires_at",
+}
+# A worker may hold a batch in these states; the others are terminal.
+OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
+
+
+def _batch(row: Row) -> BatchRecord:
+    values = {n: (load_json(v) if n in _JSON else v) for n, v in zip(_NAMES, row, strict=True)}
+    return BatchRecord(**values)
+
+
+async def insert_file(c: Conn, f: FileRecord) -> None:
+    await c.execute(f"INSERT INTO files ({FILE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (f.id, f.project_id, f.bytes, f.created_at, f.expires_at, f.filename, f.purpose, f.status,
+                     f.status_details, f.sha256))
+
+
+class PostgresBatches(PostgresBase):
+    @staticmethod
+    async def _batch_owned(c: Conn, batch_id: str, owner: str) -> bool:
+        return await leased(c, "batches", batch_id, owner, OPEN, among=True)
+
+    @staticmethod
+    async def _batch_set(c: Conn, batch_id: str, fields: dict[str, Any]) -> None:
+        await set_fields(c, "batches", batch_id, fields, updatable=_UPDATABLE, json_fields=_JSON)
+
+    async def insert_batch(self, batch: BatchRecord) -> None:
+        values = [dump_json(getattr(batch, n)) if n in _JSON else getattr(batch, n) for n in _NAMES]
+        async with self._write() as c:
+            await c.execute(f"INSERT INTO batches ({_COLS}) VALUES ({', '.join(['%s'] * len(_NAMES))})", values)
+
+    async def get_batch(self, project_id: str, batch_id: str) -> BatchRecord | None:
+        row = await self._one(f"SELECT {_COLS} FROM batches WHERE id = %s AND project_id = %s",
+                              (batch_id, project_id))
+        return _batch(row) if row else None
+
+    async def get_batch_any(self, batch_id: str) -> BatchRecord | None:
+        row = await self._one(f"SELECT {_COLS} FROM batches WHERE id = %s", (batch_id,))
+        return _batch(row) if row else None
+
+    async def list_batches(self, project_id: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
+        where, args = ["project_id = %s"], [project_id]
+        if after is not None:
+            where.append("seq < (SELECT seq FROM batches WHERE id = %s AND project_id = %s)")
+            args += [after, project_id]
+        rows = await self._all(
+            f"SELECT {_COLS} FROM batches WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s", (*args, limit + 1))
+        return Page([_batch(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    async def transition_batch(self, project_id: str, batch_id: str, *, allowed: tuple[str, ...],
+                               fields: dict[str, Any]) -> tuple[BatchRecord | None, bool]:
+        async with self._write() as c:
+            row = await fetchone(c, f"SELECT {_COLS} FROM batches WHERE id = %s AND project_id = %s FOR UPDATE",
+                                 (batch_id, project_id))
+            if row is None:
+                return None, False
+            if _batch(row).status not in allowed:
+                return _batch(row), False
+            await self._batch_set(c, batch_id, fields)
+        return await self.get_batch_any(batch_id), True
+
+    async def claim_batch(self, owner: str, now: int, lease_s: int) -> BatchRecord | None:
+        async with self._write() as c:
+            # SKIP LOCKED: a batch another claimer is taking right now is passed over, never handed out twice.
+            row = await fetchone(
+                c, "SELECT id FROM batches WHERE status = ANY(%s) AND (lease_owner IS NULL OR lease_expires_at < %s) "
+                   "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED", (list(OPEN), now))
+            if row is None:
+                return None
+            claimed = await fetchone(
+                c, "UPDATE batches SET lease_owner = %s, lease_expires_at = %s, attempts = attempts + 1 "
+                   f"WHERE id = %s RETURNING {_COLS}", (owner, now + lease_s, row[0]))
+        return _batch(claimed) if claimed else None
+
+    async def heartbeat_batch(self, batch_id: str, owner: str, now: int, lease_s: int) -> str | None:
+        async with self._write() as c:
+            row = await fetchone(c, "SELECT status, lease_owner FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
+            if row is None or row[1] != owner:
+                return None
+            if row[0] in OPEN:
+                await c.execute("UPDATE batches SET lease_expires_at = %s WHERE id = %s", (now + lease_s, batch_id))
+            return str(row[0])
+
+    async def batch_update(self, batch_id: str, owner: str, fields: dict[str, Any],
+                           allowed: tuple[str, ...] = OPEN) -> bool:
+        async with self._write() as c:
+            if not await self._batch_owned(c, batch_id, owner):
+                return False
+            status = await fetchone(c, "SELECT status FROM batches WHERE id = %s", (batch_id,))
+            if status is None or status[0] not in allowed:
+                return False
+            await self._batch_set(c, batch_id, fields)
+        return True
+
+    async def batch_chunks(self, batch_id: str) -> list[BatchChunk]:
+        rows = await self._all("SELECT chunk, completed, failed, input_tokens, output_tokens FROM batch_chunks "
+                               "WHERE batch_id = %s ORDER BY chunk", (batch_id,))
+        return [BatchChunk(*r) for r in rows]
+
+    async def add_batch_chunk(self, batch_id: str, owner: str, chunk: BatchChunk) -> bool:
+        async with self._write() as c:
+            if not await self._batch_owned(c, batch_id, owner):
+                return False
+            # The batch row is locked (above), so this test and the insert cannot interleave with another's.
+            done = await fetchone(c, "SELECT 1 FROM batch_chunks WHERE batch_id = %s AND chunk = %s",
+                                  (batch_id, chunk.index))
+            if done:
+                return True  # recorded by an earlier attempt: counted once already
+            await c.execute("INSERT INTO batch_chunks VALUES (%s, %s, %s, %s, %s, %s)",
+                            (batch_id, chunk.index, chunk.completed, chunk.failed, chunk.input_tokens,
+                             chunk.output_tokens))
+            await c.execute("UPDATE batches SET request_completed = request_completed + %s, request_failed = "
+                            "request_failed + %s, input_tokens = input_tokens + %s, output_tokens = output_tokens + "
+                            "%s WHERE id = %s", (chunk.completed, chunk.failed, chunk.input_tokens,
+                                                 chunk.output_tokens, batch_id))
+        return True
+
+    async def finish_batch(self, batch_id: str, owner: str, *, fields: dict[str, Any],
+                           files: list[FileRecord]) -> bool:
+        async with self._write() as c:
+            if not await self._batch_owned(c, batch_id, owner):
+                return False
+            for f in files:
+                await insert_file(c, f)
+            await self._batch_set(c, batch_id, {**fields, "lease_owner": None, "lease_expires_at": None})
+        return True
+
+    async def release_batch(self, batch_id: str, owner: str) -> None:
+        async with self._write() as c:
+            await c.execute("UPDATE batches SET lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND "
+                            "lease_owner = %s", (batch_id, owner))
+
+    async def open_batch_ids(self) -> set[str]:
+        rows = await self._all("SELECT id FROM batches WHERE status = ANY(%s)", (list(OPEN),))
+        return {r[0] for r in rows}
+
