@@ -19,9 +19,9 @@ from inhouse.storage.records import (
     Page,
     Project,
 )
+from inhouse.storage.tables import JOB_ACTIVE, JOB_TERMINAL
 
-ACTIVE = ("validating_files", "queued", "running")
-TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE, TERMINAL = JOB_ACTIVE, JOB_TERMINAL
 MAX_SEED = 2_147_483_647
 AUTO = "auto"
 

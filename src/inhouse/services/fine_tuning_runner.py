@@ -29,7 +29,7 @@ from inhouse.engines.training import Resume, Stopped, steps_per_epoch
 from inhouse.ids import new_id, now
 from inhouse.progress import Progress, progress
 from inhouse.services.files import FilesService, file_blob_key
-from inhouse.services.fine_tuning import event, model_kind, model_name, resolve
+from inhouse.services.fine_tuning import ACTIVE, event, model_kind, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
 from inhouse.services.models import ModelsService
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
@@ -102,7 +102,7 @@ class JobRunner:
         while not run.stop.is_set():
             await asyncio.sleep(self.cfg.heartbeat_seconds)
             status = await self.meta.heartbeat_job(run.job.id, self.owner, self.clock(), self.cfg.lease_seconds)
-            if status not in ("validating_files", "queued", "running"):
+            if status not in ACTIVE:
                 run.stop.set()  # cancelled, paused, or taken by another worker: stop the CPU work now
 
     # -- one job ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from psycopg import errors
 from inhouse.ids import new_id, now
 from inhouse.storage.base import Order
 from inhouse.storage.postgres_base import Row, fetchone, rowcount
-from inhouse.storage.postgres_batches import FILE_COLS, PostgresBatches, insert_file
+from inhouse.storage.postgres_batches import PostgresBatches, insert_file
 from inhouse.storage.postgres_fine_tuning import PostgresFineTuning, insert_model
 from inhouse.storage.postgres_usage import PostgresUsage
 from inhouse.storage.records import (
@@ -26,15 +26,13 @@ from inhouse.storage.records import (
     UploadPartRecord,
     UploadRecord,
 )
+from inhouse.storage.tables import FILE_COLS
+from inhouse.storage.tables import KEY_COLS as _KEY_COLS
+from inhouse.storage.tables import MODEL_COLS as _MODEL_COLS
+from inhouse.storage.tables import PROJECT_COLS as _PROJECT_COLS
+from inhouse.storage.tables import UPLOAD_COLS as _UPLOAD_COLS
 
-_UPLOAD_COLS = (
-    "id, project_id, filename, purpose, bytes, mime_type, status, created_at, expires_at, "
-    "file_expires_after, file_id"
-)
 _LIVE = "(expires_at IS NULL OR expires_at > %s)"
-_KEY_COLS = "id, project_id, key_hash, name, created_at, revoked_at, rpm, tpm, admin, last_used_at"
-_PROJECT_COLS = "id, name, created_at, rpm, tpm"
-_MODEL_COLS = "id, project_id, created, owned_by, kind, base_model, artifact_key"
 
 
 def _api_key(row: Row) -> ApiKey:

@@ -23,23 +23,17 @@ from inhouse.storage.records import (
     ModelRecord,
     Page,
 )
+from inhouse.storage.tables import CKPT_COLS as _CKPT_COLS
+from inhouse.storage.tables import EVENT_COLS as _EVENT_COLS
+from inhouse.storage.tables import JOB_ACTIVE, JOB_ACTIVE_SQL
+from inhouse.storage.tables import JOB_COLS as _JOB_COLS
+from inhouse.storage.tables import JOB_JSON as _JSON_JOB_FIELDS
+from inhouse.storage.tables import JOB_TERMINAL as TERMINAL
+from inhouse.storage.tables import JOB_UPDATABLE as _UPDATABLE
+from inhouse.storage.tables import MODEL_COLS as _MODEL_COLS
 
-_JOB_COLS = (
-    "id, project_id, created_at, model, base_model, parent_model, training_file, validation_file, suffix, seed, "
-    "method, hyperparameters, status, error, fine_tuned_model, finished_at, trained_tokens, integrations, "
-    "metadata, result_files, estimated_finish, attempts, lease_owner, lease_expires_at"
-)
 _JOB_NAMES = [c.strip() for c in _JOB_COLS.split(",")]
-_JSON_JOB_FIELDS = {"method", "hyperparameters", "error", "integrations", "metadata", "result_files"}
-_UPDATABLE = {
-    "status", "error", "fine_tuned_model", "finished_at", "trained_tokens", "result_files", "estimated_finish",
-    "hyperparameters", "lease_owner", "lease_expires_at", "attempts",
-}
-TERMINAL = ("succeeded", "failed", "cancelled")
-_CLAIMABLE = "status IN ('validating_files', 'queued', 'running')"
-_EVENT_COLS = "id, job_id, created_at, level, message, type, data"
-_CKPT_COLS = "id, job_id, created_at, step_number, epoch, metrics, fine_tuned_model_checkpoint, artifact_key"
-_MODEL_COLS = "id, project_id, created, owned_by, kind, base_model, artifact_key"
+_CLAIMABLE = JOB_ACTIVE_SQL
 
 
 def _job(row: Row) -> FineTuningJobRecord:
@@ -162,7 +156,7 @@ class PostgresFineTuning(PostgresBase):
                                  (job_id,))
             if row is None or row[1] != owner:
                 return None
-            if row[0] in ("validating_files", "queued", "running"):
+            if row[0] in JOB_ACTIVE:
                 await self._set(c, job_id, {**(fields or {}), "lease_expires_at": now + lease_s})
             return str(row[0])
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from inhouse.storage.postgres_base import Conn, PostgresBase, fetchall
 from inhouse.storage.records import UsageRecord, UsageTotal
+from inhouse.storage.tables import FINE_TUNING_ENDPOINT
+from inhouse.storage.tables import NO_KEY as _NO_KEY
+from inhouse.storage.tables import USAGE_GROUPABLE as _GROUPABLE
 
-FINE_TUNING_ENDPOINT = "/v1/fine_tuning/jobs"
-_GROUPABLE = ("project_id", "api_key_id", "model", "endpoint")
 # sum() of BIGINT is NUMERIC in Postgres: cast back so totals are ints, as on SQLite.
 _SUMS = ("sum(requests)::bigint, sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(images)::bigint, "
          "sum(trained_tokens)::bigint")
@@ -20,7 +21,6 @@ _ADD = (
     "output_tokens = u.output_tokens + excluded.output_tokens, images = u.images + excluded.images, "
     "trained_tokens = u.trained_tokens + excluded.trained_tokens"
 )
-_NO_KEY = ""  # the key column of open-mode usage (part of the primary key, so never NULL)
 
 Params = tuple[int, str, str, str, str, int, int, int, int, int]
 

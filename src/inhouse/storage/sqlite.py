@@ -24,15 +24,12 @@ from inhouse.storage.records import (
 from inhouse.storage.sqlite_batches import SqliteBatches
 from inhouse.storage.sqlite_fine_tuning import SqliteFineTuning
 from inhouse.storage.sqlite_usage import SqliteUsage
+from inhouse.storage.tables import FILE_COLS as _FILE_COLS
+from inhouse.storage.tables import KEY_COLS as _KEY_COLS
+from inhouse.storage.tables import PROJECT_COLS as _PROJECT_COLS
+from inhouse.storage.tables import UPLOAD_COLS as _UPLOAD_COLS
 
-_FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
-_UPLOAD_COLS = (
-    "id, project_id, filename, purpose, bytes, mime_type, status, created_at, expires_at, "
-    "file_expires_after, file_id"
-)
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
-_KEY_COLS = "id, project_id, key_hash, name, created_at, revoked_at, rpm, tpm, admin, last_used_at"
-_PROJECT_COLS = "id, name, created_at, rpm, tpm"
 
 
 def _api_key(row: tuple[Any, ...]) -> ApiKey:

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
 from inhouse.storage.sqlite_base import SqliteBase, dump_json, leased, set_fields
+from inhouse.storage.tables import BATCH_COLS as _COLS
+from inhouse.storage.tables import BATCH_JSON as _JSON
+from inhouse.storage.tables import BATCH_NAMES as _NAMES
+from inhouse.storage.tables import BATCH_OPEN as OPEN
+from inhouse.storage.tables import BATCH_UPDATABLE as _UPDATABLE
+from inhouse.storage.tables import FILE_COLS as _FILE_COLS
 
-_NAMES = [f.name for f in dataclass_fields(BatchRecord)]
-_COLS = ", ".join(_NAMES)
-_JSON = {"metadata", "output_expires_after", "errors"}
-_UPDATABLE = {
-    "status", "model", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-    "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "request_total",
-    "lease_owner", "lease_expires_at",
-}
 # A worker may hold a batch in these states; the others are terminal.
-OPEN = ("validating", "in_progress", "finalizing", "cancelling")
-_FILE_COLS = ("id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, "
-              "sha256")
 
 
 def _batch(row: tuple[Any, ...]) -> BatchRecord:

@@ -15,20 +15,13 @@ from inhouse.storage.records import (
     Page,
 )
 from inhouse.storage.sqlite_base import SqliteBase, leased, set_fields
-
-_JOB_COLS = (
-    "id, project_id, created_at, model, base_model, parent_model, training_file, validation_file, suffix, seed, "
-    "method, hyperparameters, status, error, fine_tuned_model, finished_at, trained_tokens, integrations, "
-    "metadata, result_files, estimated_finish, attempts, lease_owner, lease_expires_at"
-)
-_JSON_JOB_FIELDS = {"method", "hyperparameters", "error", "integrations", "metadata", "result_files"}
-_UPDATABLE = {
-    "status", "error", "fine_tuned_model", "finished_at", "trained_tokens", "result_files", "estimated_finish",
-    "hyperparameters", "lease_owner", "lease_expires_at", "attempts",
-}
-TERMINAL = ("succeeded", "failed", "cancelled")
-_EVENT_COLS = "id, job_id, created_at, level, message, type, data"
-_CKPT_COLS = "id, job_id, created_at, step_number, epoch, metrics, fine_tuned_model_checkpoint, artifact_key"
+from inhouse.storage.tables import CKPT_COLS as _CKPT_COLS
+from inhouse.storage.tables import EVENT_COLS as _EVENT_COLS
+from inhouse.storage.tables import JOB_ACTIVE, JOB_ACTIVE_SQL
+from inhouse.storage.tables import JOB_COLS as _JOB_COLS
+from inhouse.storage.tables import JOB_JSON as _JSON_JOB_FIELDS
+from inhouse.storage.tables import JOB_TERMINAL as TERMINAL
+from inhouse.storage.tables import JOB_UPDATABLE as _UPDATABLE
 
 
 def _dump(value: Any) -> str | None:
@@ -157,7 +150,7 @@ class SqliteFineTuning(SqliteBase):
     def _claim_job(self, owner: str, at: int, lease_s: int) -> FineTuningJobRecord | None:
         with self._write() as c:
             row = c.execute(
-                f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE status IN ('validating_files', 'queued', 'running') "
+                f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE {JOB_ACTIVE_SQL} "
                 "AND (lease_owner IS NULL OR lease_expires_at < ?) ORDER BY seq LIMIT 1",
                 (at,),
             ).fetchone()
@@ -181,7 +174,7 @@ class SqliteFineTuning(SqliteBase):
             ).fetchone()
             if row is None or row[1] != owner:
                 return None
-            if row[0] in ("validating_files", "queued", "running"):
+            if row[0] in JOB_ACTIVE:
                 self._set(c, job_id, {**fields, "lease_expires_at": at + lease_s})
             return str(row[0])
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from inhouse.storage.records import UsageRecord, UsageTotal
 from inhouse.storage.sqlite_base import SqliteBase
+from inhouse.storage.tables import FINE_TUNING_ENDPOINT
+from inhouse.storage.tables import NO_KEY as _NO_KEY
+from inhouse.storage.tables import USAGE_GROUPABLE as _GROUPABLE
 
-FINE_TUNING_ENDPOINT = "/v1/fine_tuning/jobs"
-_GROUPABLE = ("project_id", "api_key_id", "model", "endpoint")
 _SUMS = "sum(requests), sum(input_tokens), sum(output_tokens), sum(images), sum(trained_tokens)"
 _ADD = (
     "INSERT INTO usage_minutes (minute, project_id, api_key_id, model, endpoint, requests, input_tokens, "
@@ -18,7 +19,6 @@ _ADD = (
     "output_tokens = output_tokens + excluded.output_tokens, images = images + excluded.images, "
     "trained_tokens = trained_tokens + excluded.trained_tokens"
 )
-_NO_KEY = ""  # the key column of open-mode usage (part of the primary key, so never NULL)
 
 
 class SqliteUsage(SqliteBase):

@@ -1,0 +1,51 @@
+"""The tables every SQL backend shares: column lists, JSON and updatable columns, and the job and batch states
+that leases guard, defined once (the migrations create these tables, per dialect)."""
+
+from __future__ import annotations
+
+from dataclasses import fields as dataclass_fields
+
+from inhouse.storage.records import BatchRecord
+
+# files, uploads, keys, projects, models
+FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
+UPLOAD_COLS = (
+    "id, project_id, filename, purpose, bytes, mime_type, status, created_at, expires_at, "
+    "file_expires_after, file_id"
+)
+KEY_COLS = "id, project_id, key_hash, name, created_at, revoked_at, rpm, tpm, admin, last_used_at"
+PROJECT_COLS = "id, name, created_at, rpm, tpm"
+MODEL_COLS = "id, project_id, created, owned_by, kind, base_model, artifact_key"
+
+# fine-tuning jobs, events, checkpoints; a worker may hold a job in any state but the terminal ones
+JOB_COLS = (
+    "id, project_id, created_at, model, base_model, parent_model, training_file, validation_file, suffix, seed, "
+    "method, hyperparameters, status, error, fine_tuned_model, finished_at, trained_tokens, integrations, "
+    "metadata, result_files, estimated_finish, attempts, lease_owner, lease_expires_at"
+)
+JOB_JSON = {"method", "hyperparameters", "error", "integrations", "metadata", "result_files"}
+JOB_UPDATABLE = {
+    "status", "error", "fine_tuned_model", "finished_at", "trained_tokens", "result_files", "estimated_finish",
+    "hyperparameters", "lease_owner", "lease_expires_at", "attempts",
+}
+JOB_ACTIVE = ("validating_files", "queued", "running")  # claimable, and held by a worker
+JOB_TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_ACTIVE_SQL = f"status IN ({', '.join(repr(s) for s in JOB_ACTIVE)})"
+EVENT_COLS = "id, job_id, created_at, level, message, type, data"
+CKPT_COLS = "id, job_id, created_at, step_number, epoch, metrics, fine_tuned_model_checkpoint, artifact_key"
+
+# batches; a worker may hold a batch in the open states, the others are terminal
+BATCH_NAMES = [f.name for f in dataclass_fields(BatchRecord)]
+BATCH_COLS = ", ".join(BATCH_NAMES)
+BATCH_JSON = {"metadata", "output_expires_after", "errors"}
+BATCH_UPDATABLE = {
+    "status", "model", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+    "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "request_total",
+    "lease_owner", "lease_expires_at",
+}
+BATCH_OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+
+# usage
+FINE_TUNING_ENDPOINT = "/v1/fine_tuning/jobs"
+USAGE_GROUPABLE = ("project_id", "api_key_id", "model", "endpoint")
+NO_KEY = ""  # the key column of open-mode usage (part of the primary key, so never NULL)
