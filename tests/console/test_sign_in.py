@@ -27,7 +27,9 @@ def test_sign_in_with_a_key(page: Any, console_server: ServerHandle) -> None:
     assert key[-4:] in page.locator(".session").inner_text() and key not in page.content()
     # The models the key may see are what the new-job form offers.
     page.get_by_role("link", name="New job").click()
-    options = page.get_by_label("Base model").locator("option").all_inner_texts()
+    models = page.get_by_label("Base model")
+    models.locator("option", has_text="tiny-llm").wait_for(state="attached")  # filled from /v1/models, async
+    options = models.locator("option").all_inner_texts()
     assert "tiny-llm" in options and "gpt-4o-mini" in options and "tiny-sd" in options
     # A reload keeps the session (same tab); a revoked key signs out with a message.
     page.reload()

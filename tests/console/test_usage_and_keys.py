@@ -90,6 +90,7 @@ def test_keys_page_is_hidden_from_other_keys(page: Any, console_server: ServerHa
     worker = run_async(lambda: keys.create("team", name="worker")).token
     keys._required_cache = None
     open_console(page, console_server, worker)
+    page.locator("nav#nav a", has_text="Usage").wait_for()  # shown once the server is found to have usage
     links = page.locator("nav#nav a:visible").all_inner_texts()
     assert "Usage" in links and "API keys" not in links
     page.goto(f"{console_server.origin}/console/#/keys")
