@@ -106,6 +106,15 @@ def test_batch_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_en
             done = await services.meta.get_batch(project.id, batch.id)
             assert done is not None and done.status == "failed" and done.errors
             assert done.errors[0]["code"] == "batch_failed"
+            # A batch whose every claim ended with its worker gone (no error to catch) fails at the next claim.
+            again = await create(services, project, await _file(services, project, _lines(2)))
+            for i in range(settings.fine_tuning.max_attempts):
+                assert (await services.meta.claim_batch(f"dead-{i}", now + 2000 + 100 * i, 1)) is not None
+            runner.clock = lambda: now + 5000
+            assert await runner.run_next()
+            gone = await services.meta.get_batch(project.id, again.id)
+            assert gone is not None and gone.status == "failed" and gone.errors
+            assert gone.errors[0]["code"] == "max_attempts_exceeded"
 
     asyncio.run(body())
 

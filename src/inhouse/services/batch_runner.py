@@ -118,6 +118,12 @@ class BatchRunner:
     # -- one batch -----------------------------------------------------------------------------------------
     async def _run(self, held: _Held) -> None:
         batch = held.batch
+        if batch.attempts > self.jobs.max_attempts and batch.status != "cancelling":
+            # Every earlier claim ended with its worker gone (a line that kills the process, say): stop here.
+            await self._finish(held, "failed", errors=[{
+                "code": "max_attempts_exceeded", "line": None, "param": None,
+                "message": f"The batch was interrupted {batch.attempts - 1} times and will not be retried."}])
+            return
         if batch.status == "cancelling":
             await self._finish(held, "cancelled")
             return
