@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from inhouse.ids import now
 from inhouse.storage.migrations import POSTGRES_MIGRATIONS
+from inhouse.storage.tables import update_sql
 
 Conn = AsyncConnection[tuple[Any, ...]]
 Row = tuple[Any, ...]
@@ -45,10 +46,6 @@ def pool_settings(url: str) -> tuple[str, dict[str, float]]:
     return urlunsplit(parts._replace(query=urlencode(kept))), settings
 
 
-def dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
 def load_json(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
@@ -70,15 +67,9 @@ async def rowcount(c: Conn, sql: str, args: Sequence[Any] = ()) -> int:
 
 async def set_fields(c: Conn, table: str, row_id: str, fields: dict[str, Any], *, updatable: set[str],
                      json_fields: set[str]) -> None:
-    """UPDATE one row's `fields` (JSON ones dumped); a field outside `updatable` is a bug: ValueError."""
-    if not fields:
-        return
-    bad = set(fields) - updatable
-    if bad:
-        raise ValueError(f"not updatable: {bad}")
-    cols = ", ".join(f"{k} = %s" for k in fields)
-    values = [dump_json(v) if k in json_fields else v for k, v in fields.items()]
-    await c.execute(f"UPDATE {table} SET {cols} WHERE id = %s", (*values, row_id))
+    """UPDATE one row's `fields` (tables.update_sql); nothing when there are none."""
+    if fields:
+        await c.execute(*update_sql(table, row_id, fields, updatable=updatable, json_fields=json_fields, mark="%s"))
 
 
 async def leased(c: Conn, table: str, row_id: str, owner: str, statuses: tuple[str, ...], *, among: bool) -> bool:

@@ -9,7 +9,6 @@ from inhouse.storage.postgres_base import (
     Conn,
     PostgresBase,
     Row,
-    dump_json,
     fetchone,
     leased,
     load_json,
@@ -21,7 +20,7 @@ from inhouse.storage.tables import BATCH_JSON as _JSON
 from inhouse.storage.tables import BATCH_NAMES as _NAMES
 from inhouse.storage.tables import BATCH_OPEN as OPEN
 from inhouse.storage.tables import BATCH_UPDATABLE as _UPDATABLE
-from inhouse.storage.tables import FILE_COLS
+from inhouse.storage.tables import FILE_COLS, dump_json
 
 # A worker may hold a batch in these states; the others are terminal.
 

@@ -9,7 +9,6 @@ from inhouse.storage.postgres_base import (
     Conn,
     PostgresBase,
     Row,
-    dump_json,
     fetchall,
     fetchone,
     leased,
@@ -25,7 +24,7 @@ from inhouse.storage.records import (
 )
 from inhouse.storage.tables import CKPT_COLS as _CKPT_COLS
 from inhouse.storage.tables import EVENT_COLS as _EVENT_COLS
-from inhouse.storage.tables import JOB_ACTIVE, JOB_ACTIVE_SQL
+from inhouse.storage.tables import JOB_ACTIVE, JOB_ACTIVE_SQL, dump_json
 from inhouse.storage.tables import JOB_COLS as _JOB_COLS
 from inhouse.storage.tables import JOB_JSON as _JSON_JOB_FIELDS
 from inhouse.storage.tables import JOB_TERMINAL as TERMINAL

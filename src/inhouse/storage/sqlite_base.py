@@ -4,7 +4,6 @@ durability pragmas, BEGIN IMMEDIATE for every write, versioned migrations."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -15,25 +14,16 @@ from typing import Any, TypeVar
 
 from inhouse.ids import now
 from inhouse.storage.migrations import SQLITE_MIGRATIONS
+from inhouse.storage.tables import update_sql
 
 T = TypeVar("T")
 
 
-def dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
 def set_fields(c: sqlite3.Connection, table: str, row_id: str, fields: dict[str, Any], *, updatable: set[str],
                json_fields: set[str]) -> None:
-    """UPDATE one row's `fields` (JSON ones dumped); a field outside `updatable` is a bug: ValueError."""
-    if not fields:
-        return
-    bad = set(fields) - updatable
-    if bad:
-        raise ValueError(f"not updatable: {bad}")
-    cols = ", ".join(f"{k} = ?" for k in fields)
-    values = [dump_json(v) if k in json_fields else v for k, v in fields.items()]
-    c.execute(f"UPDATE {table} SET {cols} WHERE id = ?", (*values, row_id))
+    """UPDATE one row's `fields` (tables.update_sql); nothing when there are none."""
+    if fields:
+        c.execute(*update_sql(table, row_id, fields, updatable=updatable, json_fields=json_fields, mark="?"))
 
 
 def leased(c: sqlite3.Connection, table: str, row_id: str, owner: str, statuses: tuple[str, ...], *,

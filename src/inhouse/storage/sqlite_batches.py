@@ -8,13 +8,14 @@ import sqlite3
 from typing import Any
 
 from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
-from inhouse.storage.sqlite_base import SqliteBase, dump_json, leased, set_fields
+from inhouse.storage.sqlite_base import SqliteBase, leased, set_fields
 from inhouse.storage.tables import BATCH_COLS as _COLS
 from inhouse.storage.tables import BATCH_JSON as _JSON
 from inhouse.storage.tables import BATCH_NAMES as _NAMES
 from inhouse.storage.tables import BATCH_OPEN as OPEN
 from inhouse.storage.tables import BATCH_UPDATABLE as _UPDATABLE
 from inhouse.storage.tables import FILE_COLS as _FILE_COLS
+from inhouse.storage.tables import dump_json
 
 # A worker may hold a batch in these states; the others are terminal.
 

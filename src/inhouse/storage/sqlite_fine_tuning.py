@@ -22,10 +22,7 @@ from inhouse.storage.tables import JOB_COLS as _JOB_COLS
 from inhouse.storage.tables import JOB_JSON as _JSON_JOB_FIELDS
 from inhouse.storage.tables import JOB_TERMINAL as TERMINAL
 from inhouse.storage.tables import JOB_UPDATABLE as _UPDATABLE
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+from inhouse.storage.tables import dump_json as _dump
 
 
 def _load(value: str | None) -> Any:

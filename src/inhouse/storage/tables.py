@@ -3,7 +3,9 @@ that leases guard, defined once (the migrations create these tables, per dialect
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields as dataclass_fields
+from typing import Any
 
 from inhouse.storage.records import BatchRecord
 
@@ -49,3 +51,19 @@ BATCH_OPEN = ("validating", "in_progress", "finalizing", "cancelling")
 FINE_TUNING_ENDPOINT = "/v1/fine_tuning/jobs"
 USAGE_GROUPABLE = ("project_id", "api_key_id", "model", "endpoint")
 NO_KEY = ""  # the key column of open-mode usage (part of the primary key, so never NULL)
+
+
+def dump_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def update_sql(table: str, row_id: str, fields: dict[str, Any], *, updatable: set[str], json_fields: set[str],
+               mark: str) -> tuple[str, list[Any]]:
+    """The UPDATE of one row's `fields` (JSON ones dumped) with `mark` as the driver's placeholder; a field
+    outside `updatable` is a bug: ValueError. `fields` must not be empty."""
+    bad = set(fields) - updatable
+    if bad:
+        raise ValueError(f"not updatable: {bad}")
+    cols = ", ".join(f"{k} = {mark}" for k in fields)
+    values = [dump_json(v) if k in json_fields else v for k, v in fields.items()]
+    return f"UPDATE {table} SET {cols} WHERE id = {mark}", [*values, row_id]
