@@ -168,7 +168,7 @@ def embeddings(args: argparse.Namespace, data: Path) -> None:
         services = build_services(settings)
         await services.open()
         try:
-            project = await services.meta.get_or_create_project("bench")
+            project = await services.meta.keys.get_or_create_project("bench")
             spec = {"endpoint": "/v1/embeddings", "completion_window": "24h"}
 
             async def batch_file() -> str:
@@ -200,7 +200,7 @@ def embeddings(args: argparse.Namespace, data: Path) -> None:
                 t0 = time.perf_counter()
                 assert await services.batch_runner.run_next()
                 rates.append(len(corpus) / (time.perf_counter() - t0))
-                done = await services.meta.get_batch(project.id, batch.id)
+                done = await services.meta.batches.get_batch(project.id, batch.id)
                 assert done is not None and done.status == "completed" and done.request_completed == len(corpus)
             idle = await live(60)
             # Live requests while another batch runs.

@@ -18,11 +18,39 @@ import pytest
 from inhouse.config import Settings
 from tests.harness import ServerHandle, start_server, validating_http_client
 
+# INHOUSE_TEST_STORAGE=postgres+s3 (or postgres+local) runs the tests' servers on a real Postgres and/or SeaweedFS
+# S3 gateway that the test session starts, instead of the embedded SQLite + local blobs: every feature, unchanged.
+TEST_STORAGE = os.environ.get("INHOUSE_TEST_STORAGE", "sqlite+local")
+
+
+def storage_overrides(tmp_path: Path) -> dict[str, Any]:
+    database, _, blobs = TEST_STORAGE.partition("+")
+    out: dict[str, Any] = {}
+    if database == "postgres":
+        from tests.storage import postgres_server
+
+        out["database_url"] = postgres_server.database_url(tmp_path)
+    if blobs == "s3":
+        from tests.storage.seaweedfs import seaweedfs
+
+        out["blob_url"] = seaweedfs().url()
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_STORAGE == "sqlite+local":
+        return
+    skip = pytest.mark.skip(reason=f"reads the embedded backends' own files; these tests run on {TEST_STORAGE}")
+    for item in items:
+        if "embedded_storage" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture
 def settings_factory(tmp_path: Path) -> Any:
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {"data_dir": tmp_path / "data", "sweep_interval_seconds": 3600.0}
+        base: dict[str, Any] = {"data_dir": tmp_path / "data", "sweep_interval_seconds": 3600.0,
+                                **storage_overrides(tmp_path)}
         base.update(overrides)
         return Settings(**base)
 

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from inhouse import app
+from inhouse import app, bootstrap
 from inhouse.bootstrap import build_services
 from inhouse.config import ModelEntry, Settings
-from inhouse.services import container
 from inhouse.services.container import Services
 
 IMAGE = ModelEntry(id="fake-image", kind="image", path="/nowhere")
@@ -39,10 +38,10 @@ class FakeEngine:
 @pytest.fixture
 def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Services built from the given settings, with the image and chat engines replaced by FakeEngine."""
-    monkeypatch.setattr(container, "DiffusionEngine", FakeEngine)
-    monkeypatch.setattr(container, "CausalEngine", FakeEngine)
-    monkeypatch.setattr(container, "pipeline_dir", lambda entry, models_dir: Path(entry.path))
-    monkeypatch.setattr(container, "model_dir", lambda entry, models_dir: Path(entry.path))
+    monkeypatch.setattr(bootstrap, "DiffusionEngine", FakeEngine)
+    monkeypatch.setattr(bootstrap, "CausalEngine", FakeEngine)
+    monkeypatch.setattr(bootstrap, "pipeline_dir", lambda entry, models_dir: Path(entry.path))
+    monkeypatch.setattr(bootstrap, "model_dir", lambda entry, models_dir: Path(entry.path))
     built: list[Services] = []
 
     def make(**sections: Any) -> Services:

@@ -53,7 +53,7 @@ async def check_bind(settings: Settings, services: Services) -> bool:
     if not settings.binds_loopback():
         if settings.auth == "off":
             raise UnsafeBind(f"auth=off is only allowed on a loopback address, not {settings.host}")
-        if await services.meta.count_active_api_keys() == 0:
+        if await services.meta.keys.count_active_api_keys() == 0:
             raise UnsafeBind(
                 f"refusing to bind {settings.host} with no API keys: create one with "
                 "`inhouse keys create --project NAME`, or bind 127.0.0.1"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -147,7 +147,10 @@ class FineTuning(BaseModel):
     """Fine-tuning jobs (chat and embedding models), and serving chat models."""
 
     lease_seconds: int = Field(30, description="A worker's claim on a job lasts this long without a heartbeat.")
-    heartbeat_seconds: float = Field(2.0, description="How often a running job renews its lease and sees cancels.")
+    heartbeat_seconds: float = Field(
+        1.0, description="How often a running job (fine-tune or batch) renews its lease and sees a cancel or pause: "
+        "they reach the worker within this long, whichever server took them."
+    )
     max_attempts: int = Field(3, description="Claims of one job (first run and resumes) before it fails.")
     poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs.")
     keep_checkpoints: int = Field(3, description="Checkpoints kept per job (the newest ones).")
@@ -187,12 +190,25 @@ class Images(BaseModel):
     )
     url_ttl_seconds: int = Field(3600, description="Signed image URLs stop working after this long.")
     external_base_url: str = Field("", description="Origin clients reach us at, for image URLs behind a proxy.")
+    url_signing_key: SecretStr = Field(
+        SecretStr(""), description="Key that signs image URLs, at least 32 characters. Every server behind one "
+        "load balancer needs the same key, so a URL one signs another serves. Empty: a random key kept in "
+        "DATA_DIR/secrets/image-urls.key."
+    )
     max_queued: int = Field(4, description="Image requests admitted at once; more get 429 before decoding.")
     max_buffered_upload_bytes: int = Field(
         256 * MB, description="Image bytes that edits and variations hold in memory, all requests together (being "
         "received or in use); a request that would pass it gets 429."
     )
     idle_unload_seconds: int = Field(900, description="Unload an image pipeline unused this long.")
+
+    @field_validator("url_signing_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr) -> SecretStr:
+        # A short key makes every signed URL guessable; refuse it at start rather than sign with it.
+        if 0 < len(key.get_secret_value()) < 32:
+            raise ValueError("images.url_signing_key must be at least 32 characters (or empty for a generated key)")
+        return key
     threads: int = Field(
         0, description="Torch threads, set when an image pipeline loads; 0 means the number of cores. Torch keeps "
         "one count per process: the model loaded last sets it (fine_tuning.threads for chat models)."

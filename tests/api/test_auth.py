@@ -43,6 +43,7 @@ def test_open_on_loopback_until_a_key_exists(server: ServerHandle) -> None:
     assert httpx2.get(f"{server.origin}/healthz").status_code == 200
 
 
+@pytest.mark.embedded_storage
 def test_keys_are_hashed_at_rest_and_revocable(server: ServerHandle) -> None:
     key = create_key(server, "team-a")
     other = create_key(server, "team-a")

@@ -108,6 +108,7 @@ PER_EPOCH = 12
 STEPS = PER_EPOCH * 12
 
 
+@pytest.mark.embedded_storage
 def test_fine_tune_beats_base_on_held_out_queries(enc_server: ServerHandle, enc: openai.OpenAI,
                                                   tiny_encoder: Path) -> None:  # noqa: F811
     items = catalogue()

@@ -111,6 +111,7 @@ def test_vision_files_must_be_images(client: openai.OpenAI) -> None:
         assert exc.value.param == "file"
 
 
+@pytest.mark.embedded_storage
 def test_expires_after(server: ServerHandle, client: openai.OpenAI) -> None:
     f = client.files.create(file=("a.txt", b"abc"), purpose="assistants",
                             expires_after={"anchor": "created_at", "seconds": 3600})
@@ -173,6 +174,7 @@ def filename_of(disposition: str) -> str:
     return unquote(encoded, encoding="utf-8", errors="strict")
 
 
+@pytest.mark.embedded_storage
 @pytest.mark.parametrize(
     ("given", "stored"),
     [
@@ -199,6 +201,7 @@ def test_filenames_never_become_paths(server: ServerHandle, client: openai.OpenA
     assert sorted(p.name for p in (blobs / "files").iterdir()) == [f.id]
 
 
+@pytest.mark.embedded_storage
 def test_file_over_cap_is_413_and_leaves_nothing(settings_factory) -> None:  # type: ignore[no-untyped-def]
     settings = settings_factory()
     settings.limits.max_file_bytes = 100_000

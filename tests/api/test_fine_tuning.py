@@ -14,7 +14,7 @@ import httpx2
 import openai
 import pytest
 
-from inhouse.engines.causal.data import calls_as_text
+from inhouse.engines.causal.data import calls_as_text, chat_text
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
 from tests.llm import (
@@ -25,6 +25,7 @@ from tests.llm import (
     llm_settings,
     pong_file,
     supervised,
+    tokenizer,
     wait_for,
 )
 
@@ -119,7 +120,11 @@ def test_tool_calls_and_unweighted_turns_train(llm: openai.OpenAI, tiny_llm: Pat
     rendered = [{"role": m["role"], "content": calls_as_text(m)} | ({"tool_call_id": m["tool_call_id"]}
                 if "tool_call_id" in m else {}) for m in messages]
     assert rendered[1]["content"] == '<tool_call>{"name": "weather", "arguments": "{}"}</tool_call>'
-    assert done.trained_tokens == 10 * chat_tokens(tiny_llm, rendered)
+    # The tiny template ignores tools: they are rendered into the system turn, as serving renders them.
+    tok = tokenizer(tiny_llm)
+    with_tools = chat_text(tok, rendered, tools, False)
+    assert "weather" in with_tools.split("<|im_start|>user")[0]
+    assert done.trained_tokens == 10 * len(tok(with_tools, add_special_tokens=False)["input_ids"])
 
 
 def test_continue_from_fine_tuned_model(llm: openai.OpenAI) -> None:

@@ -56,6 +56,7 @@ def test_cancel_replay(client: openai.OpenAI) -> None:
     assert c1.status == c2.status == "cancelled"
 
 
+@pytest.mark.embedded_storage
 def test_a_retry_while_the_first_is_in_flight_is_409(server: ServerHandle, client: openai.OpenAI) -> None:
     db = Path(server.settings.database_url.removeprefix("sqlite:///"))
     port = int(server.origin.rsplit(":", 1)[1])

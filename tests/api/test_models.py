@@ -20,7 +20,7 @@ def add_finetune(server: ServerHandle, model_id: str = FT) -> None:
 
     async def go() -> None:
         project = await services.keys.default_project()
-        await services.meta.insert_model(
+        await services.meta.models.insert_model(
             ModelRecord(model_id, project.id, int(time.time()), "user-default", "chat", "org/base-model", "x")
         )
 

@@ -76,7 +76,7 @@ def test_kill_9_worker_then_resume(settings_factory: Any, tiny_llm: Path) -> Non
         assert [c.step_number for c in ckpts] == [60, 50, 40]
         blobs = settings.data_dir / "blobs" / "checkpoints"
         # Every listed checkpoint has its bytes; the chat model answers from the final one.
-        listed = asyncio.run(server.services.meta.referenced_artifacts())
+        listed = asyncio.run(server.services.meta.jobs.referenced_artifacts())
         assert all((blobs / key.split("/", 1)[1]).exists() for key in listed)
         assert greedy(client, done.fine_tuned_model).startswith("pong")  # what the resumed training taught it
 
@@ -91,7 +91,7 @@ def test_job_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_llm:
 
         async def crash_three_times() -> None:
             for i in range(3):  # three workers claim it and die without a word
-                claimed = await meta.claim_job(f"ghost-{i}", int(time.time()) + 10 * i, 1)
+                claimed = await meta.jobs.claim_job(f"ghost-{i}", int(time.time()) + 10 * i, 1)
                 assert claimed is not None and claimed.id == job.id
             runner = server.services.jobs
             runner.clock = lambda: int(time.time()) + 100

@@ -217,11 +217,11 @@ def test_rows_run_through_the_requested_lora_adapter(tiny_llm: Path) -> None:
 def chat(engine: CausalEngine, tiny_llm: Path) -> Iterator[tuple[ChatService, Target]]:
     entry = ModelEntry(id="tiny-llm", kind="chat", path=str(tiny_llm))
     executors = ModelExecutors()
-    engines: ModelRegistry[CausalEngine] = ModelRegistry("chat", lambda _e: engine, 900.0,
+    engines: ModelRegistry[CausalEngine] = ModelRegistry("chat", lambda _e, _p: engine, 900.0,
                                                          lambda: executors.pool("chat"))
     # Storage is not reached: the target is a configured model, resolved here rather than by name.
     service = ChatService(ModelsService(None, [entry]), None, None, engines, engines,  # type: ignore[arg-type]
-                          FineTuning(), {}, executors)
+                          FineTuning(), executors)
     yield service, Target(entry.id, entry, None)
     executors.shutdown()
 

@@ -49,6 +49,24 @@ def test_short_secret_file_is_refused_at_start(settings_factory: Any, content: b
     assert key.read_bytes() == content  # left for the operator to look at, not replaced
 
 
+def test_configured_signing_key_is_shared_and_never_short(settings_factory: Any, tmp_path: Path) -> None:
+    """Servers behind one load balancer share images.url_signing_key: a URL one signs, another accepts. A short
+    key refuses to start; no key file is made when one is configured."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        settings_factory(images={"url_signing_key": "x" * 31})
+    shared = {"url_signing_key": "k" * 40}
+    one = build_services(settings_factory(data_dir=tmp_path / "one", images=shared)).images
+    two = build_services(settings_factory(data_dir=tmp_path / "two", images=shared)).images
+    other = build_services(settings_factory(data_dir=tmp_path / "three")).images
+    expires = int(time.time()) + 60
+    sig = one.sign("img_abc", expires)
+    assert two.check_signature("img_abc", expires, sig)
+    assert not other.check_signature("img_abc", expires, sig)  # its own random key
+    assert not (tmp_path / "one" / "secrets" / "image-urls.key").exists()
+
+
 def test_secret_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "secrets" / "k.key"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from inhouse.bootstrap import build_services
 from inhouse.services.batch_lines import LineOutcome
-from inhouse.services.batch_runner import chunk_key
+from inhouse.services.blob_keys import chunk_key
 from inhouse.storage.records import Project
 from tests.api.test_embeddings import tiny_encoder, tiny_settings  # noqa: F401 - the session's tiny encoder
 
@@ -26,7 +26,7 @@ async def opened(settings: Any) -> AsyncIterator[tuple[Any, Project]]:
     services = build_services(settings)
     await services.open()
     try:
-        yield services, await services.meta.get_or_create_project("p")
+        yield services, await services.meta.keys.get_or_create_project("p")
     finally:
         await services.close()
 
@@ -73,7 +73,7 @@ def test_expiry_keeps_what_finished(settings_factory: Any, tiny_encoder: Path) -
 
             runner.lines.run = run_then_expire  # type: ignore[method-assign]
             assert await runner.run_next()
-            done = await services.meta.get_batch(project.id, batch.id)
+            done = await services.meta.batches.get_batch(project.id, batch.id)
             assert done is not None and done.status == "expired" and done.expired_at == batch.expires_at
             assert (done.request_total, done.request_completed, done.request_failed) == (10, 6, 0)
             assert done.output_file_id and done.error_file_id
@@ -94,7 +94,7 @@ def test_batch_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_en
             batch = await create(services, project, await _file(services, project, _lines(2)))
             now = int(time.time())
             for i in range(settings.fine_tuning.max_attempts - 1):  # workers that claim it and die
-                assert (await services.meta.claim_batch(f"ghost-{i}", now + 100 * i, 1)) is not None
+                assert (await services.meta.batches.claim_batch(f"ghost-{i}", now + 100 * i, 1)) is not None
             runner = services.batch_runner
             runner.clock = lambda: now + 1000
 
@@ -103,16 +103,16 @@ def test_batch_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_en
 
             runner.lines.run = crash  # type: ignore[method-assign]
             assert await runner.run_next()
-            done = await services.meta.get_batch(project.id, batch.id)
+            done = await services.meta.batches.get_batch(project.id, batch.id)
             assert done is not None and done.status == "failed" and done.errors
             assert done.errors[0]["code"] == "batch_failed"
             # A batch whose every claim ended with its worker gone (no error to catch) fails at the next claim.
             again = await create(services, project, await _file(services, project, _lines(2)))
             for i in range(settings.fine_tuning.max_attempts):
-                assert (await services.meta.claim_batch(f"dead-{i}", now + 2000 + 100 * i, 1)) is not None
+                assert (await services.meta.batches.claim_batch(f"dead-{i}", now + 2000 + 100 * i, 1)) is not None
             runner.clock = lambda: now + 5000
             assert await runner.run_next()
-            gone = await services.meta.get_batch(project.id, again.id)
+            gone = await services.meta.batches.get_batch(project.id, again.id)
             assert gone is not None and gone.status == "failed" and gone.errors
             assert gone.errors[0]["code"] == "max_attempts_exceeded"
 
@@ -138,8 +138,8 @@ def test_sweeper_removes_chunks_of_finished_batches_only(settings_factory: Any, 
                 await writer.commit()
                 old = time.time() - 2 * settings.stale_temp_seconds
                 os.utime(settings.data_dir / "blobs" / chunk_key(b.id, 0, "out"), (old, old))
-            assert (await services.meta.get_batch(project.id, still_open.id)).status == "completed"  # type: ignore[union-attr]
-            assert (await services.meta.get_batch(project.id, over.id)).status == "cancelled"  # type: ignore[union-attr]
+            assert (await services.meta.batches.get_batch(project.id, still_open.id)).status == "completed"  # type: ignore[union-attr]
+            assert (await services.meta.batches.get_batch(project.id, over.id)).status == "cancelled"  # type: ignore[union-attr]
             await services.maintenance.sweep()
             assert await services.blobs.list_keys("batches") == [chunk_key(reopened.id, 0, "out")]
 
@@ -172,14 +172,14 @@ def test_files_refused_for_their_size_count_or_json(settings_factory: Any, tiny_
             for code, (data, line_no) in cases.items():
                 batch = await create(services, project, await _raw_file(services, project, data))
                 assert await services.batch_runner.run_next()
-                done = await services.meta.get_batch(project.id, batch.id)
+                done = await services.meta.batches.get_batch(project.id, batch.id)
                 assert done is not None and done.status == "failed" and done.errors, code
                 assert (done.errors[0]["code"], done.errors[0]["line"]) == (code, line_no)
                 assert done.output_file_id is None and done.request_completed == 0
             services.settings.limits.max_batch_file_bytes = 10  # a file from before the limit was lowered
             batch = await create(services, project, await _raw_file(services, project, good[0]))
             assert await services.batch_runner.run_next()
-            done = await services.meta.get_batch(project.id, batch.id)
+            done = await services.meta.batches.get_batch(project.id, batch.id)
             assert done is not None and done.status == "failed" and done.errors
             assert done.errors[0]["code"] == "file_too_large"
 
@@ -210,9 +210,9 @@ def test_input_deleted_mid_batch_fails_it_keeping_what_finished(settings_factory
 
             runner.lines.run = run_then_lose  # type: ignore[method-assign]
             assert await runner.run_next()
-            assert (await services.meta.get_batch(project.id, batch.id)).status == "in_progress"  # type: ignore[union-attr]
+            assert (await services.meta.batches.get_batch(project.id, batch.id)).status == "in_progress"  # type: ignore[union-attr]
             assert await runner.run_next()  # the next attempt finds the input gone
-            done = await services.meta.get_batch(project.id, batch.id)
+            done = await services.meta.batches.get_batch(project.id, batch.id)
             assert done is not None and done.status == "failed" and done.errors
             assert done.errors[0]["code"] == "invalid_input_file"
             assert done.output_file_id and [o["custom_id"] for o in await _read(services, done.output_file_id)] == [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ def _server() -> Any:
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server  # only sessions that run the Postgres contract load it
 
+        if "base" not in _state:  # a session without the storage conftest (INHOUSE_TEST_STORAGE=postgres+…)
+            _state["base"] = Path(tempfile.mkdtemp(prefix="inhouse-pg-"))
+            atexit.register(stop)
         base: Path = _state["base"]
         base.mkdir(parents=True, exist_ok=True)
         # A unix socket inside the data dir (pgserver listens on no TCP port): no clash with any other server.

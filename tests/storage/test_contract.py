@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from inhouse.bootstrap import build_blob_store, build_metadata_store
 from inhouse.storage.base import BlobStore, MetadataStore
-from inhouse.storage.migrations import POSTGRES_MIGRATIONS
 from inhouse.storage.records import FileRecord, IdempotencyRecord, ModelRecord, UploadPartRecord, UploadRecord
 from tests.storage import postgres_server
 from tests.storage.seaweedfs import seaweedfs
@@ -51,94 +52,106 @@ async def with_meta(factory: Callable[[], MetadataStore], body: Callable[[Metada
         await meta.close()
 
 
-def test_migrations_are_idempotent_and_durability_checked(meta_factory: Callable[[], MetadataStore],
-                                                          request: pytest.FixtureRequest) -> None:
-    backend = request.node.callspec.params["meta_factory"]
+def test_migrations_are_idempotent_and_durability_checked(meta_factory: Callable[[], MetadataStore]) -> None:
+    """Every step is applied once, however often a store is opened; `check` refuses a database whose durability
+    settings could lose an acknowledged write (what each backend reports: test_sqlite.py, test_postgres.py)."""
 
     async def body(meta: MetadataStore) -> None:
         assert await meta.migrate() == 0
-        facts = await meta.check()
-        if backend == "sqlite":
-            assert facts["journal_mode"] == "wal" and facts["synchronous"] == "2" and facts["foreign_keys"] == "1"
-        else:
-            assert facts["fsync"] == "on" and facts["synchronous_commit"] != "off"
-            assert facts["schema_version"] == str(len(POSTGRES_MIGRATIONS)) and int(facts["pool_max_size"]) >= 1
+        assert await meta.check()  # raises RuntimeError when a durability setting is not in force
 
     run(with_meta(meta_factory, body))
     run(with_meta(meta_factory, body))  # reopen: nothing applied twice
 
 
+def test_a_failed_write_leaves_nothing(meta_factory: Callable[[], MetadataStore]) -> None:
+    """A write is one transaction: when its second row breaks a constraint, its first is not kept either."""
+
+    async def body(meta: MetadataStore) -> None:
+        p = (await meta.keys.get_or_create_project("p")).id
+        await meta.files.insert_file(file_rec("file-taken", p))
+        up = UploadRecord("upload_1", p, "f", "assistants", 3, "text/plain", "pending", 1, 3601, None, None)
+        await meta.uploads.insert_upload(up)
+        with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+            await meta.uploads.complete_upload("upload_1", file_rec("file-taken", p))  # that file id exists
+        got = await meta.uploads.get_upload(p, "upload_1")
+        assert got is not None and (got.status, got.file_id) == ("pending", None)
+        assert await meta.uploads.complete_upload("upload_1", file_rec("file-new", p))  # and it still can complete
+
+    run(with_meta(meta_factory, body))
+
+
 def test_files_scoping_pagination_expiry(meta_factory: Callable[[], MetadataStore]) -> None:
     async def body(meta: MetadataStore) -> None:
-        a = (await meta.get_or_create_project("a")).id
-        b = (await meta.get_or_create_project("b")).id
-        assert (await meta.get_or_create_project("a")).id == a
+        a = (await meta.keys.get_or_create_project("a")).id
+        b = (await meta.keys.get_or_create_project("b")).id
+        assert (await meta.keys.get_or_create_project("a")).id == a
         for i in range(5):
-            await meta.insert_file(file_rec(f"file-{i}", a, purpose="batch" if i == 4 else "assistants"))
-        await meta.insert_file(file_rec("file-b", b))
-        await meta.insert_file(file_rec("file-old", a, expires=150))
-        page = await meta.list_files(a, purpose=None, after=None, limit=2, order="desc", now=120)
+            await meta.files.insert_file(file_rec(f"file-{i}", a, purpose="batch" if i == 4 else "assistants"))
+        await meta.files.insert_file(file_rec("file-b", b))
+        await meta.files.insert_file(file_rec("file-old", a, expires=150))
+        page = await meta.files.list_files(a, purpose=None, after=None, limit=2, order="desc", now=120)
         assert [f.id for f in page.items] == ["file-old", "file-4"] and page.has_more
-        page = await meta.list_files(a, purpose=None, after="file-4", limit=10, order="desc", now=200)
+        page = await meta.files.list_files(a, purpose=None, after="file-4", limit=10, order="desc", now=200)
         assert [f.id for f in page.items] == ["file-3", "file-2", "file-1", "file-0"] and not page.has_more
-        page = await meta.list_files(a, purpose="batch", after=None, limit=10, order="asc", now=200)
+        page = await meta.files.list_files(a, purpose="batch", after=None, limit=10, order="asc", now=200)
         assert [f.id for f in page.items] == ["file-4"]
-        assert (await meta.list_files(a, purpose=None, after="file-b", limit=10, order="desc", now=1)).items == []
-        assert await meta.get_file(b, "file-1", 1) is None
-        assert await meta.get_file(a, "file-old", 149) is not None
-        assert await meta.get_file(a, "file-old", 150) is None
-        assert [f.id for f in await meta.expired_files(150, 10)] == ["file-old"]
-        assert not await meta.delete_file(b, "file-1")
-        assert await meta.delete_file(a, "file-1")
-        assert await meta.existing_file_ids(["file-0", "file-1", "file-b"]) == {"file-0", "file-b"}
+        assert (await meta.files.list_files(a, purpose=None, after="file-b", limit=10, order="desc", now=1)).items == []
+        assert await meta.files.get_file(b, "file-1", 1) is None
+        assert await meta.files.get_file(a, "file-old", 149) is not None
+        assert await meta.files.get_file(a, "file-old", 150) is None
+        assert [f.id for f in await meta.files.expired_files(150, 10)] == ["file-old"]
+        assert not await meta.files.delete_file(b, "file-1")
+        assert await meta.files.delete_file(a, "file-1")
+        assert await meta.files.existing_file_ids(["file-0", "file-1", "file-b"]) == {"file-0", "file-b"}
 
     run(with_meta(meta_factory, body))
 
 
 def test_uploads_complete_is_atomic(meta_factory: Callable[[], MetadataStore]) -> None:
     async def body(meta: MetadataStore) -> None:
-        p = (await meta.get_or_create_project("p")).id
-        q = (await meta.get_or_create_project("q")).id
+        p = (await meta.keys.get_or_create_project("p")).id
+        q = (await meta.keys.get_or_create_project("q")).id
         up = UploadRecord("upload_1", p, "f", "assistants", 6, "text/plain", "pending", 1, 3601, None, None)
-        await meta.insert_upload(up)
-        assert await meta.get_upload(q, "upload_1") is None
-        assert not await meta.insert_upload_part(q, UploadPartRecord("part_x", "upload_1", 1, 3, "h"))
-        assert await meta.insert_upload_part(p, UploadPartRecord("part_1", "upload_1", 1, 3, "h"))
-        assert await meta.insert_upload_part(p, UploadPartRecord("part_2", "upload_1", 2, 3, "h"))
-        assert [x.id for x in await meta.get_upload_parts("upload_1")] == ["part_1", "part_2"]
-        assert await meta.complete_upload("upload_1", file_rec("file-u", p))
-        assert not await meta.complete_upload("upload_1", file_rec("file-v", p))  # once only
-        assert await meta.get_file(p, "file-v", 1) is None
-        got = await meta.get_upload(p, "upload_1")
+        await meta.uploads.insert_upload(up)
+        assert await meta.uploads.get_upload(q, "upload_1") is None
+        assert not await meta.uploads.insert_upload_part(q, UploadPartRecord("part_x", "upload_1", 1, 3, "h"))
+        assert await meta.uploads.insert_upload_part(p, UploadPartRecord("part_1", "upload_1", 1, 3, "h"))
+        assert await meta.uploads.insert_upload_part(p, UploadPartRecord("part_2", "upload_1", 2, 3, "h"))
+        assert [x.id for x in await meta.uploads.get_upload_parts("upload_1")] == ["part_1", "part_2"]
+        assert await meta.uploads.complete_upload("upload_1", file_rec("file-u", p))
+        assert not await meta.uploads.complete_upload("upload_1", file_rec("file-v", p))  # once only
+        assert await meta.files.get_file(p, "file-v", 1) is None
+        got = await meta.uploads.get_upload(p, "upload_1")
         assert got is not None and got.status == "completed" and got.file_id == "file-u"
-        assert not await meta.insert_upload_part(p, UploadPartRecord("part_3", "upload_1", 3, 3, "h"))
-        assert not await meta.set_upload_status("upload_1", expect="pending", status="cancelled")
-        await meta.delete_upload_parts("upload_1")
-        assert await meta.existing_part_ids(["part_1"]) == set()
+        assert not await meta.uploads.insert_upload_part(p, UploadPartRecord("part_3", "upload_1", 3, 3, "h"))
+        assert not await meta.uploads.set_upload_status("upload_1", expect="pending", status="cancelled")
+        await meta.uploads.delete_upload_parts("upload_1")
+        assert await meta.uploads.existing_part_ids(["part_1"]) == set()
 
     run(with_meta(meta_factory, body))
 
 
 def test_models_and_idempotency(meta_factory: Callable[[], MetadataStore]) -> None:
     async def body(meta: MetadataStore) -> None:
-        p = (await meta.get_or_create_project("p")).id
-        q = (await meta.get_or_create_project("q")).id
-        await meta.insert_model(ModelRecord("ft:x:p::1", p, 5, "user", "chat", "x", "models/1"))
-        assert [m.id for m in await meta.list_models(p)] == ["ft:x:p::1"]
-        assert await meta.list_models(q) == []
-        assert not await meta.delete_model(q, "ft:x:p::1")
-        assert await meta.delete_model(p, "ft:x:p::1")
+        p = (await meta.keys.get_or_create_project("p")).id
+        q = (await meta.keys.get_or_create_project("q")).id
+        await meta.models.insert_model(ModelRecord("ft:x:p::1", p, 5, "user", "chat", "x", "models/1"))
+        assert [m.id for m in await meta.models.list_models(p)] == ["ft:x:p::1"]
+        assert await meta.models.list_models(q) == []
+        assert not await meta.models.delete_model(q, "ft:x:p::1")
+        assert await meta.models.delete_model(p, "ft:x:p::1")
         rec = IdempotencyRecord("s", "k", "", 10, None, None, None)
-        assert await meta.begin_idempotent(rec, "A", 20) is None
-        pending = await meta.begin_idempotent(rec, "B", 20)
+        assert await meta.idempotency.begin_idempotent(rec, "A", 20) is None
+        pending = await meta.idempotency.begin_idempotent(rec, "B", 20)
         assert pending is not None and pending.status_code is None
-        await meta.finish_idempotent("s", "k", "h", 200, "application/json", b"{}")
-        done = await meta.begin_idempotent(rec, "B", 20)
+        await meta.idempotency.finish_idempotent("s", "k", "h", 200, "application/json", b"{}")
+        done = await meta.idempotency.begin_idempotent(rec, "B", 20)
         assert done is not None and (done.request_hash, done.status_code, done.body) == ("h", 200, b"{}")
-        assert await meta.purge_idempotent(11) == 1
-        assert await meta.begin_idempotent(rec, "A", 20) is None
-        await meta.abort_idempotent("s", "k")
-        assert await meta.begin_idempotent(rec, "A", 20) is None
+        assert await meta.idempotency.purge_idempotent(11) == 1
+        assert await meta.idempotency.begin_idempotent(rec, "A", 20) is None
+        await meta.idempotency.abort_idempotent("s", "k")
+        assert await meta.idempotency.begin_idempotent(rec, "A", 20) is None
 
     run(with_meta(meta_factory, body))
 
@@ -148,15 +161,15 @@ def test_idempotency_claims_are_leases(meta_factory: Callable[[], MetadataStore]
 
     async def body(meta: MetadataStore) -> None:
         at = lambda t: IdempotencyRecord("s", "k", "", t, None, None, None)  # noqa: E731
-        assert await meta.begin_idempotent(at(100), "A", 110) is None
-        assert (await meta.begin_idempotent(at(105), "B", 115)) is not None  # A's lease holds
-        assert await meta.renew_idempotent("A", 120) == 1
-        assert (await meta.begin_idempotent(at(115), "B", 125)) is not None  # renewed past 115
-        assert await meta.begin_idempotent(at(121), "B", 131) is None  # A died: B takes over
-        assert await meta.renew_idempotent("A", 140) == 0  # A's renewals no longer reach it
-        assert (await meta.begin_idempotent(at(125), "C", 135)) is not None
-        await meta.finish_idempotent("s", "k", "h", 201, "application/json", b"{}")
-        done = await meta.begin_idempotent(at(500), "C", 510)  # a finished answer never expires by lease
+        assert await meta.idempotency.begin_idempotent(at(100), "A", 110) is None
+        assert (await meta.idempotency.begin_idempotent(at(105), "B", 115)) is not None  # A's lease holds
+        assert await meta.idempotency.renew_idempotent("A", 120) == 1
+        assert (await meta.idempotency.begin_idempotent(at(115), "B", 125)) is not None  # renewed past 115
+        assert await meta.idempotency.begin_idempotent(at(121), "B", 131) is None  # A died: B takes over
+        assert await meta.idempotency.renew_idempotent("A", 140) == 0  # A's renewals no longer reach it
+        assert (await meta.idempotency.begin_idempotent(at(125), "C", 135)) is not None
+        await meta.idempotency.finish_idempotent("s", "k", "h", 201, "application/json", b"{}")
+        done = await meta.idempotency.begin_idempotent(at(500), "C", 510)  # a finished answer never expires by lease
         assert done is not None and done.status_code == 201
 
     run(with_meta(meta_factory, body))

@@ -1,4 +1,5 @@
-"""Postgres-only parts of the metadata store: concurrent migrations, the pool settings in the URL, its facts."""
+"""Postgres-only parts of the metadata store: concurrent migrations, the pool settings in the URL, its facts
+(durability settings included)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from inhouse.bootstrap import build_metadata_store
 from inhouse.storage.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from inhouse.storage.postgres import PostgresMetadataStore
-from inhouse.storage.postgres_base import pool_settings
+from inhouse.storage.postgres.database import pool_settings
 from tests.storage import postgres_server
 
 
@@ -56,6 +57,22 @@ def test_pool_settings_come_out_of_the_url(tmp_path: Path) -> None:
     facts = asyncio.run(body())
     assert (facts["pool_min_size"], facts["pool_max_size"]) == ("2", "4")
     assert facts["server_version"].split(".")[0].isdigit() and facts["database"].startswith("t_")
+
+
+def test_durability_facts(tmp_path: Path) -> None:
+    store = build_metadata_store(postgres_server.database_url(tmp_path))
+
+    async def body() -> dict[str, str]:
+        await store.open()
+        try:
+            await store.migrate()
+            return await store.check()
+        finally:
+            await store.close()
+
+    facts = asyncio.run(body())
+    assert facts["backend"] == "postgresql" and facts["fsync"] == "on" and facts["synchronous_commit"] != "off"
+    assert facts["schema_version"] == str(len(POSTGRES_MIGRATIONS)) and int(facts["pool_max_size"]) >= 1
 
 
 def test_unknown_scheme_is_refused() -> None:

@@ -82,6 +82,38 @@ def test_aborted_writer_leaves_nothing(weed: SeaweedFS) -> None:
     asyncio.run(body())
 
 
+def test_bodies_corrupted_in_transit_are_refused_by_their_content_md5(weed: SeaweedFS) -> None:
+    # Bodies go without a SigV4 payload hash (UNSIGNED-PAYLOAD): Content-MD5 is their one integrity check, so a
+    # part or a small object altered after signing must fail its write, and nothing may appear under the key.
+    sent: list[tuple[str, bytes]] = []
+
+    def corrupt(request: Any, event_name: str, **_: Any) -> None:
+        sent.append((event_name, request.headers.get("X-Amz-Content-SHA256", b"")))
+        body = request.body if isinstance(request.body, bytes) else request.body.read()
+        request.body = bytes([body[0] ^ 1]) + body[1:]
+
+    async def body() -> None:
+        s = store(weed)
+        await s.open()
+        s.client.meta.events.register("before-send.s3.UploadPart", corrupt)
+        s.client.meta.events.register("before-send.s3.PutObject", corrupt)
+        big = s.writer("files/big")
+        await big.write(b"p" * (PART_SIZE + 1))
+        with pytest.raises(Exception, match="BadDigest"):
+            await big.commit()
+        small = s.writer("files/small")
+        await small.write(b"small")
+        with pytest.raises(Exception, match="BadDigest"):
+            await small.commit()
+        assert await s.size("files/big") is None and await s.size("files/small") is None
+        assert uploads(weed, s) == []  # the failed commit aborted its upload
+        await s.close()
+
+    asyncio.run(body())
+    assert {name.rsplit(".", 1)[-1] for name, _ in sent} == {"UploadPart", "PutObject"}
+    assert {payload_hash for _, payload_hash in sent} == {b"UNSIGNED-PAYLOAD"}
+
+
 def test_abandoned_upload_is_a_temporary_the_sweeper_aborts(weed: SeaweedFS) -> None:
     async def body() -> None:
         prefix = "sweep-" + os.urandom(4).hex()

@@ -27,126 +27,126 @@ def job(jid: str, project: str, model: str = "gpt-4o-mini") -> FineTuningJobReco
 
 def test_usage_rows_add_up_and_bucket(meta_factory: Callable[[], MetadataStore]) -> None:  # noqa: F811
     async def body(meta: MetadataStore) -> None:
-        a = (await meta.get_or_create_project("a")).id
-        b = (await meta.get_or_create_project("b")).id
-        await meta.insert_api_key(key("key_1", a, 1))
-        await meta.add_usage([UsageRecord(60, a, "key_1", "m1", EMB, 1, 5),
-                              UsageRecord(120, a, None, "m1", EMB, 2, 7),
-                              UsageRecord(60, b, None, "m2", CHAT, 1, 3, 4)], {"key_1": 100})
+        a = (await meta.keys.get_or_create_project("a")).id
+        b = (await meta.keys.get_or_create_project("b")).id
+        await meta.keys.insert_api_key(key("key_1", a, 1))
+        await meta.usage.add_usage([UsageRecord(60, a, "key_1", "m1", EMB, 1, 5),
+                                    UsageRecord(120, a, None, "m1", EMB, 2, 7),
+                                    UsageRecord(60, b, None, "m2", CHAT, 1, 3, 4)], {"key_1": 100})
         # The same row again adds to it (the writer sends increments); last use never goes back.
-        await meta.add_usage([UsageRecord(60, a, "key_1", "m1", EMB, 1, 6)], {"key_1": 90})
-        got = await meta.get_api_key("key_1")
+        await meta.usage.add_usage([UsageRecord(60, a, "key_1", "m1", EMB, 1, 6)], {"key_1": 90})
+        got = await meta.keys.get_api_key("key_1")
         assert got is not None and got.last_used_at == 100
 
-        rows = await meta.usage_totals(endpoints=(EMB, CHAT), start=0, end=3600, width=3600, group_by=EVERY)
+        rows = await meta.usage.usage_totals(endpoints=(EMB, CHAT), start=0, end=3600, width=3600, group_by=EVERY)
         assert [(t.start, t.project_id, t.api_key_id, t.model, t.endpoint, t.requests, t.input_tokens,
                  t.output_tokens) for t in rows] == sorted([
             (0, a, "key_1", "m1", EMB, 2, 11, 0), (0, a, None, "m1", EMB, 2, 7, 0),
             (0, b, None, "m2", CHAT, 1, 3, 4)], key=lambda r: (r[0], r[1], r[2] or "", r[3], r[4]))
 
         # Buckets start at `start`; a minute counts in the bucket its start falls in, within [start, end).
-        per_minute = await meta.usage_totals(endpoints=(EMB,), start=30, end=150, width=60, group_by=frozenset())
+        per_minute = await meta.usage.usage_totals(endpoints=(EMB,), start=30, end=150, width=60, group_by=frozenset())
         assert [(t.start, t.requests, t.project_id) for t in per_minute] == [(30, 2, None), (90, 2, None)]
-        assert await meta.usage_totals(endpoints=(EMB,), start=61, end=120, width=60, group_by=frozenset()) == []
+        assert await meta.usage.usage_totals(endpoints=(EMB,), start=61, end=120, width=60, group_by=frozenset()) == []
 
         # Filters: None matches everything, an empty one nothing; an open-mode key is asked for as None.
-        only_b = await meta.usage_totals(endpoints=(EMB, CHAT), start=0, end=3600, width=3600,
-                                         group_by=frozenset({"model"}), project_ids=(b,))
+        only_b = await meta.usage.usage_totals(endpoints=(EMB, CHAT), start=0, end=3600, width=3600,
+                                               group_by=frozenset({"model"}), project_ids=(b,))
         assert [(t.model, t.requests) for t in only_b] == [("m2", 1)]
-        keyless = await meta.usage_totals(endpoints=(EMB,), start=0, end=3600, width=3600,
-                                          group_by=frozenset({"api_key_id"}), api_key_ids=(None,))  # type: ignore[arg-type]
+        keyless = await meta.usage.usage_totals(endpoints=(EMB,), start=0, end=3600, width=3600,
+                                                group_by=frozenset({"api_key_id"}), api_key_ids=(None,))  # type: ignore[arg-type]
         assert [(t.api_key_id, t.input_tokens) for t in keyless] == [(None, 7)]
-        assert await meta.usage_totals(endpoints=(), start=0, end=3600, width=3600, group_by=frozenset()) == []
-        assert await meta.usage_totals(endpoints=(EMB,), start=0, end=3600, width=3600, group_by=frozenset(),
-                                       models=()) == []
+        assert await meta.usage.usage_totals(endpoints=(), start=0, end=3600, width=3600, group_by=frozenset()) == []
+        assert await meta.usage.usage_totals(endpoints=(EMB,), start=0, end=3600, width=3600, group_by=frozenset(),
+                                             models=()) == []
 
     run(with_meta(meta_factory, body))
 
 
 def test_training_counts_once_for_the_key_that_made_it(meta_factory: Callable[[], MetadataStore]) -> None:  # noqa: F811
     async def body(meta: MetadataStore) -> None:
-        p = (await meta.get_or_create_project("p")).id
-        await meta.insert_job(job("ftjob-1", p), [])
-        await meta.insert_job(job("ftjob-2", p, "davinci-002"), [])
-        await meta.set_job_api_key("ftjob-1", "key_1")
-        assert await meta.settle_training_usage() == 0  # nothing succeeded yet
+        p = (await meta.keys.get_or_create_project("p")).id
+        await meta.jobs.insert_job(job("ftjob-1", p), [])
+        await meta.jobs.insert_job(job("ftjob-2", p, "davinci-002"), [])
+        await meta.jobs.set_job_api_key("ftjob-1", "key_1")
+        assert await meta.usage.settle_training_usage() == 0  # nothing succeeded yet
         for jid, tokens in (("ftjob-1", 1000), ("ftjob-2", 50)):
-            claimed = await meta.claim_job("w", 100, 30)
+            claimed = await meta.jobs.claim_job("w", 100, 30)
             assert claimed is not None and claimed.id == jid
-            assert await meta.finish_job_success(jid, "w", fields={
+            assert await meta.jobs.finish_job_success(jid, "w", fields={
                 "status": "succeeded", "finished_at": 130, "trained_tokens": tokens,
             }, model=ModelRecord(f"ft:{jid}", p, 130, "user", "chat", "base", "a/1"), events=[])
-        assert await meta.settle_training_usage() == 2
-        assert await meta.settle_training_usage() == 0  # each job once, however often it runs
-        rows = await meta.usage_totals(endpoints=("/v1/fine_tuning/jobs",), start=0, end=3600, width=3600,
-                                       group_by=frozenset({"api_key_id", "model"}))
+        assert await meta.usage.settle_training_usage() == 2
+        assert await meta.usage.settle_training_usage() == 0  # each job once, however often it runs
+        rows = await meta.usage.usage_totals(endpoints=("/v1/fine_tuning/jobs",), start=0, end=3600, width=3600,
+                                             group_by=frozenset({"api_key_id", "model"}))
         assert [(t.api_key_id, t.model, t.trained_tokens, t.requests) for t in rows] == [
             (None, "davinci-002", 50, 1), ("key_1", "gpt-4o-mini", 1000, 1)]
         # In the minute it finished.
-        assert [t.start for t in await meta.usage_totals(endpoints=("/v1/fine_tuning/jobs",), start=0, end=3600,
-                                                         width=60, group_by=frozenset())] == [120]
+        assert [t.start for t in await meta.usage.usage_totals(endpoints=("/v1/fine_tuning/jobs",), start=0, end=3600,
+                                                               width=60, group_by=frozenset())] == [120]
 
     run(with_meta(meta_factory, body))
 
 
 def test_keys_limits_and_listings(meta_factory: Callable[[], MetadataStore]) -> None:  # noqa: F811
     async def body(meta: MetadataStore) -> None:
-        a = (await meta.get_or_create_project("a")).id
-        b = (await meta.get_or_create_project("b")).id
-        c = (await meta.get_or_create_project("c")).id
-        await meta.insert_api_key(key("key_1", a, 1, rpm=3, admin=True))
-        await meta.insert_api_key(key("key_2", a, 2, tpm=100))
-        await meta.insert_api_key(key("key_3", a, 3))
-        await meta.insert_api_key(key("key_4", b, 1))
-        got = await meta.get_api_key("key_1")
+        a = (await meta.keys.get_or_create_project("a")).id
+        b = (await meta.keys.get_or_create_project("b")).id
+        c = (await meta.keys.get_or_create_project("c")).id
+        await meta.keys.insert_api_key(key("key_1", a, 1, rpm=3, admin=True))
+        await meta.keys.insert_api_key(key("key_2", a, 2, tpm=100))
+        await meta.keys.insert_api_key(key("key_3", a, 3))
+        await meta.keys.insert_api_key(key("key_4", b, 1))
+        got = await meta.keys.get_api_key("key_1")
         assert got is not None and (got.rpm, got.tpm, got.admin, got.last_used_at) == (3, None, True, None)
-        listed = {(k.id, k.admin, k.rpm, k.tpm, p.id) for k, p in await meta.list_api_keys()}
+        listed = {(k.id, k.admin, k.rpm, k.tpm, p.id) for k, p in await meta.keys.list_api_keys()}
         assert listed == {("key_1", True, 3, None, a), ("key_2", False, None, 100, a), ("key_3", False, None, None, a),
                           ("key_4", False, None, None, b)}
 
-        assert await meta.revoke_api_key("key_2", 5)
-        page = await meta.list_project_api_keys(a, after=None, limit=1)
+        assert await meta.keys.revoke_api_key("key_2", 5)
+        page = await meta.keys.list_project_api_keys(a, after=None, limit=1)
         assert [k.id for k in page.items] == ["key_1"] and page.has_more
-        page = await meta.list_project_api_keys(a, after="key_1", limit=5)
+        page = await meta.keys.list_project_api_keys(a, after="key_1", limit=5)
         assert [k.id for k in page.items] == ["key_3"] and not page.has_more  # the revoked key is gone
-        assert (await meta.list_project_api_keys(a, after="key_4", limit=5)).items == []  # another project's id
+        assert (await meta.keys.list_project_api_keys(a, after="key_4", limit=5)).items == []  # another project's id
 
-        updated = await meta.set_api_key_limits("key_3", 10, None)
+        updated = await meta.keys.set_api_key_limits("key_3", 10, None)
         assert updated is not None and (updated.rpm, updated.tpm) == (10, None)
-        assert await meta.set_api_key_limits("key_2", 10, 10) is None  # revoked
+        assert await meta.keys.set_api_key_limits("key_2", 10, 10) is None  # revoked
 
-        everything = (await meta.list_projects(after=None, limit=10)).items
+        everything = (await meta.keys.list_projects(after=None, limit=10)).items
         assert {p.id for p in everything} == {a, b, c}
-        page = await meta.list_projects(after=None, limit=2)
+        page = await meta.keys.list_projects(after=None, limit=2)
         assert page.items == everything[:2] and page.has_more
-        rest = await meta.list_projects(after=everything[0].id, limit=10)
+        rest = await meta.keys.list_projects(after=everything[0].id, limit=10)
         assert [p.id for p in rest.items] == [p.id for p in everything[1:]] and not rest.has_more
-        assert (await meta.list_projects(after="proj_unknown", limit=10)).items == []
+        assert (await meta.keys.list_projects(after="proj_unknown", limit=10)).items == []
 
     run(with_meta(meta_factory, body))
 
 
 def test_project_limits_and_names(meta_factory: Callable[[], MetadataStore]) -> None:  # noqa: F811
     async def body(meta: MetadataStore) -> None:
-        a = await meta.get_or_create_project("a")
-        b = await meta.get_or_create_project("b")
+        a = await meta.keys.get_or_create_project("a")
+        b = await meta.keys.get_or_create_project("b")
         assert (a.rpm, a.tpm) == (None, None)
-        await meta.insert_api_key(key("key_1", a.id, 1))
+        await meta.keys.insert_api_key(key("key_1", a.id, 1))
 
-        updated = await meta.update_project(a.id, name="a", rpm=5, tpm=None)
+        updated = await meta.keys.update_project(a.id, name="a", rpm=5, tpm=None)
         assert updated is not None and (updated.id, updated.name, updated.rpm, updated.tpm) == (a.id, "a", 5, None)
-        assert await meta.get_project(a.id) == updated
-        assert await meta.get_project_by_name("a") == updated
-        assert await meta.get_or_create_project("a") == updated
-        assert updated in (await meta.list_projects(after=None, limit=10)).items
-        assert [p for k, p in await meta.list_api_keys()] == [updated]  # a key's project carries its limits
+        assert await meta.keys.get_project(a.id) == updated
+        assert await meta.keys.get_project_by_name("a") == updated
+        assert await meta.keys.get_or_create_project("a") == updated
+        assert updated in (await meta.keys.list_projects(after=None, limit=10)).items
+        assert [p for k, p in await meta.keys.list_api_keys()] == [updated]  # a key's project carries its limits
 
-        renamed = await meta.update_project(a.id, name="alpha", rpm=5, tpm=7)
+        renamed = await meta.keys.update_project(a.id, name="alpha", rpm=5, tpm=7)
         assert renamed is not None and (renamed.name, renamed.rpm, renamed.tpm) == ("alpha", 5, 7)
-        assert await meta.get_project_by_name("a") is None
-        assert await meta.update_project(a.id, name="b", rpm=None, tpm=None) is None  # names stay unique
-        assert await meta.get_project(a.id) == renamed and await meta.get_project(b.id) == b
-        assert await meta.update_project("proj_unknown", name="c", rpm=1, tpm=1) is None
-        assert await meta.get_project_by_name("c") is None
+        assert await meta.keys.get_project_by_name("a") is None
+        assert await meta.keys.update_project(a.id, name="b", rpm=None, tpm=None) is None  # names stay unique
+        assert await meta.keys.get_project(a.id) == renamed and await meta.keys.get_project(b.id) == b
+        assert await meta.keys.update_project("proj_unknown", name="c", rpm=1, tpm=1) is None
+        assert await meta.keys.get_project_by_name("c") is None
 
     run(with_meta(meta_factory, body))

@@ -13,7 +13,6 @@ from starlette.types import Receive, Scope, Send
 
 from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.api.metering import MeterDep
-from inhouse.engines.causal.generation import SamplingParams
 from inhouse.errors import InhouseError
 from inhouse.ids import new_id, now
 from inhouse.schemas.chat import CreateChatCompletionRequest, CreateCompletionRequest
@@ -21,6 +20,8 @@ from inhouse.services.admission import Slot
 from inhouse.services.chat import ChatService, Encoded, Prompt, Target
 from inhouse.services.completions import (
     FINGERPRINT,
+    ChoiceStream,
+    SamplingParams,
     completion_body,
     plan_chat,
     plan_completion,
@@ -99,14 +100,16 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
                 chunks, prompt_tokens = await chat.stream(target, encoded)
                 yield _sse({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                  "logprobs": None, "finish_reason": None}]})
+                choice = ChoiceStream(plan)  # content deltas, and tool calls once the choice is whole
                 async for delta, final in chunks:
+                    due, reason = choice.finish(final) if final is not None else (choice.delta(delta), None)
+                    for d in due:
+                        yield _sse({**base, "choices": [{"index": index, "delta": d, "logprobs": None,
+                                                         "finish_reason": None}]})
                     if final is not None:
                         completion += final.tokens
                         yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
-                                                         "finish_reason": final.finish_reason}]})
-                    elif delta:
-                        yield _sse({**base, "choices": [{"index": index, "delta": {"content": delta},
-                                                         "logprobs": None, "finish_reason": None}]})
+                                                         "finish_reason": reason}]})
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": usage_of(prompt_tokens, completion)})
         except Exception as exc:

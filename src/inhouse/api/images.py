@@ -14,6 +14,7 @@ from inhouse.api.metering import MeterDep
 from inhouse.api.multipart import Form, MemorySink, Sink, read_form
 from inhouse.errors import InvalidRequest, PermissionDenied
 from inhouse.schemas.images import CreateImageRequest
+from inhouse.services.blob_keys import image_key
 from inhouse.services.images import MIME, ImageOptions, Plan, generation_options
 
 router = APIRouter(tags=["images"])
@@ -115,8 +116,8 @@ async def image_file(name: str, services: ServicesDep, expires: int = 0, sig: st
     if ext not in MIME or not stem.startswith("img_") or not (stem[4:].isascii() and stem[4:].isalnum()) or \
             not svc.check_signature(stem, expires, sig):
         raise PermissionDenied("This image URL is not valid or has expired.", code="url_expired")
-    size = await services.blobs.size(f"images/{stem}")
+    size = await services.blobs.size(image_key(stem))
     if size is None:
         raise PermissionDenied("This image URL is not valid or has expired.", code="url_expired")
-    return StreamingResponse(services.blobs.read(f"images/{stem}"), media_type=MIME[ext],
+    return StreamingResponse(services.blobs.read(image_key(stem)), media_type=MIME[ext],
                              headers={"content-length": str(size), "cache-control": "private, max-age=3600"})

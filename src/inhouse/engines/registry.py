@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Generic, Protocol, TypeVar
 
@@ -34,21 +34,27 @@ T = TypeVar("T")
 
 
 class ModelRegistry(Generic[E]):
-    def __init__(self, kind: str, load: Callable[[ModelEntry], E], idle_unload_s: float,
-                 executor: Callable[[], Executor | None] = lambda: None, libraries: tuple[str, ...] = ()) -> None:
+    """`load(entry, payload)` builds an engine on a model thread. `fetch(entry)`, when given, runs first on the
+    event loop and its bytes are the payload (None without a fetch): async I/O (the blob store) stays on the
+    loop, and a loader never calls back into it from its thread."""
+
+    def __init__(self, kind: str, load: Callable[[ModelEntry, bytes | None], E], idle_unload_s: float,
+                 executor: Callable[[], Executor | None] = lambda: None, libraries: tuple[str, ...] = (),
+                 fetch: Callable[[ModelEntry], Awaitable[bytes]] | None = None) -> None:
         self.kind = kind
         self.libraries = libraries  # imported one thread at a time before the first load (engines/imports.py)
         self._load = load
+        self._fetch = fetch
         self._executor = executor  # where loads run: the kind's model pool (None: asyncio's default)
         self.idle_unload_s = idle_unload_s
         self._engines: dict[str, E] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _timed_load(self, entry: ModelEntry) -> E:
+    def _timed_load(self, entry: ModelEntry, payload: bytes | None) -> E:
         t0 = time.perf_counter()
         try:
             import_libraries(*self.libraries)
-            engine = self._load(entry)
+            engine = self._load(entry, payload)
         except BaseException:
             observability.MODEL_LOAD_FAILURES.labels(self.kind).inc()
             raise
@@ -71,7 +77,9 @@ class ModelRegistry(Generic[E]):
             engine = self._engines.get(entry.id)
             if engine is None:
                 try:
-                    engine = await self._off_loop(self._timed_load, entry)
+                    payload = await self._fetch(entry) if self._fetch is not None else None
+                    engine = await self._off_loop(self._timed_load, entry, payload)
+                    del payload  # the engine holds what it needs; the bytes go now, not at the next request
                 except EngineFailure:
                     raise
                 except Exception as exc:
@@ -119,7 +127,7 @@ class ModelRegistry(Generic[E]):
 
 def embedding_registry(options: EmbeddingOptions, idle_unload_s: float,
                        executor: Callable[[], Executor | None] = lambda: None) -> ModelRegistry[EmbeddingEngine]:
-    def load(entry: ModelEntry) -> EmbeddingEngine:
+    def load(entry: ModelEntry, _payload: bytes | None) -> EmbeddingEngine:
         engine = EmbeddingEngine(load_encoder(EncoderSpec.read(require_model(entry)), options), options)
         # Fine-tunes load as `ft-embedding:<blob key>` (services/embedding_models.py): one label for them all.
         is_fine_tune = entry.id.startswith("ft-embedding:")

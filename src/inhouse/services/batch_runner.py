@@ -20,8 +20,9 @@ from inhouse import observability
 from inhouse.config import Settings
 from inhouse.ids import new_id, now
 from inhouse.services.batch_lines import BatchLines, output_lines, unrun_line
+from inhouse.services.blob_keys import BATCHES, chunk_batch_id, chunk_key, file_blob_key
 from inhouse.services.checks import LineSplitter, LineTooLong, json_dict
-from inhouse.services.files import ExpiresAfter, FilesService, file_blob_key
+from inhouse.services.files import ExpiresAfter, FilesService
 from inhouse.services.usage import UsageService
 from inhouse.services.usage_report import BATCH
 from inhouse.storage.base import BlobStore, MetadataStore
@@ -39,16 +40,6 @@ def _custom_id(raw: bytes) -> str | None:
         return None
     custom_id = request.get("custom_id") if isinstance(request, dict) else None
     return custom_id if isinstance(custom_id, str) else None
-
-
-def chunk_key(batch_id: str, index: int, kind: str) -> str:
-    """Blob of one chunk's output ("out") or error ("err") lines."""
-    return f"batches/{batch_id}-{index:06d}-{kind}"
-
-
-def chunk_batch_id(key: str) -> str:
-    """The batch a chunk key (from chunk_key) belongs to."""
-    return key.removeprefix("batches/").rsplit("-", 2)[0]
 
 
 @dataclass
@@ -85,7 +76,7 @@ class BatchRunner:
     # -- the lease -----------------------------------------------------------------------------------------
     async def run_next(self) -> bool:
         """Claim and run one batch; False when none was waiting."""
-        batch = await self.meta.claim_batch(self.owner, self.clock(), self.jobs.lease_seconds)
+        batch = await self.meta.batches.claim_batch(self.owner, self.clock(), self.jobs.lease_seconds)
         if batch is None:
             return False
         held = _Held(batch, status=batch.status)
@@ -99,7 +90,7 @@ class BatchRunner:
                     "code": "batch_failed", "line": None, "param": None,
                     "message": "The batch failed with an internal error; the server log has the details."}])
             else:
-                await self.meta.release_batch(batch.id, self.owner)  # another attempt resumes it
+                await self.meta.batches.release_batch(batch.id, self.owner)  # another attempt resumes it
         finally:
             held.stop.set()
             beat.cancel()
@@ -110,8 +101,8 @@ class BatchRunner:
     async def _heartbeat(self, held: _Held) -> None:
         while not held.stop.is_set():
             await asyncio.sleep(self.jobs.heartbeat_seconds)
-            held.status = await self.meta.heartbeat_batch(held.batch.id, self.owner, self.clock(),
-                                                          self.jobs.lease_seconds)
+            held.status = await self.meta.batches.heartbeat_batch(held.batch.id, self.owner, self.clock(),
+                                                                  self.jobs.lease_seconds)
             if held.status in (None, "cancelling"):
                 held.stop.set()
 
@@ -140,16 +131,16 @@ class BatchRunner:
                 return
             fields = {"status": "in_progress", "in_progress_at": self.clock(), "request_total": scan.total,
                       "model": scan.model}
-            if not await self.meta.batch_update(batch.id, self.owner, fields, allowed=("validating",)):
-                await self.meta.release_batch(batch.id, self.owner)  # cancelled meanwhile: finished by a claim
+            if not await self.meta.batches.batch_update(batch.id, self.owner, fields, allowed=("validating",)):
+                await self.meta.batches.release_batch(batch.id, self.owner)  # cancelled meanwhile: finished by a claim
                 return
             batch = held.batch = await self._reload(batch)
-        if await self.meta.get_file(batch.project_id, batch.input_file_id, self.clock()) is None:
+        if await self.meta.files.get_file(batch.project_id, batch.input_file_id, self.clock()) is None:
             await self._finish(held, "failed", errors=[{
                 "code": "invalid_input_file", "line": None, "param": "input_file_id",
                 "message": f"The input file {batch.input_file_id} was deleted while the batch ran."}])
             return
-        done = {c.index for c in await self.meta.batch_chunks(batch.id)}
+        done = {c.index for c in await self.meta.batches.batch_chunks(batch.id)}
         expired = False
         async with contextlib.aclosing(self._chunks(batch)) as chunks:
             async for index, raw in chunks:
@@ -167,7 +158,7 @@ class BatchRunner:
         await self._finish(held, "expired" if expired else "cancelled" if held.status == "cancelling" else "completed")
 
     async def _reload(self, batch: BatchRecord) -> BatchRecord:
-        fresh = await self.meta.get_batch_any(batch.id)
+        fresh = await self.meta.batches.get_batch_any(batch.id)
         assert fresh is not None
         return fresh
 
@@ -186,7 +177,7 @@ class BatchRunner:
             writer = self.blobs.writer(chunk_key(batch.id, index, kind))
             await writer.write("".join(line + "\n" for line in lines).encode())
             await writer.commit()  # durable before the row that records the chunk
-        ok = await self.meta.add_batch_chunk(batch.id, self.owner, BatchChunk(
+        ok = await self.meta.batches.add_batch_chunk(batch.id, self.owner, BatchChunk(
             index, completed, failed, input_tokens, output_tokens))
         if ok:  # each answered line is usage of the key that created the batch, as a batch's line
             for outcome in outcomes:
@@ -240,7 +231,7 @@ class BatchRunner:
     async def _scan(self, batch: BatchRecord) -> _Scan:
         """Every line checked as OpenAI checks a batch file; errors carry their line number."""
         scan = _Scan()
-        f = await self.meta.get_file(batch.project_id, batch.input_file_id, self.clock())
+        f = await self.meta.files.get_file(batch.project_id, batch.input_file_id, self.clock())
 
         def error(code: str, message: str, line: int | None = None, param: str | None = None) -> None:
             scan.error_count += 1
@@ -320,16 +311,16 @@ class BatchRunner:
         """Move the batch to its terminal `status`, with the output and error files of what ran."""
         batch = held.batch
         at = self.clock()
-        if status == "completed" and batch.status != "finalizing" and not await self.meta.batch_update(
+        if status == "completed" and batch.status != "finalizing" and not await self.meta.batches.batch_update(
                 batch.id, self.owner, {"status": "finalizing", "finalizing_at": at}, allowed=("in_progress",)):
-            await self.meta.release_batch(batch.id, self.owner)  # cancelled at the last moment: a claim ends it
+            await self.meta.batches.release_batch(batch.id, self.owner)  # cancelled at the last moment: a claim ends it
             return
         files: list[FileRecord] = []
         fields: dict[str, Any] = {"status": status, f"{status}_at": at}
         if errors:
             fields["errors"] = errors
         # Whatever finished is kept, however the batch ends (a batch that failed its checks ran nothing).
-        chunks = [c.index for c in await self.meta.batch_chunks(batch.id)]
+        chunks = [c.index for c in await self.meta.batches.batch_chunks(batch.id)]
         out = await self._assemble(batch, chunks, "out")
         err = await self._assemble(batch, chunks, "err", unrun=(
             "batch_expired", "This request could not be executed before the completion window expired.")
@@ -338,12 +329,12 @@ class BatchRunner:
             if made is not None:
                 files.append(made)
                 fields[f"{kind}_file_id"] = made.id
-        if not await self.meta.finish_batch(batch.id, self.owner, fields=fields, files=files):
+        if not await self.meta.batches.finish_batch(batch.id, self.owner, fields=fields, files=files):
             for f in files:
                 await self.blobs.delete(file_blob_key(f.id))
             return
         observability.BATCH_TRANSITIONS.labels(status).inc()
-        for key in await self.blobs.list_keys("batches"):
+        for key in await self.blobs.list_keys(BATCHES):
             if chunk_batch_id(key) == batch.id:
                 await self.blobs.delete(key)
 

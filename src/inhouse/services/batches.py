@@ -57,7 +57,7 @@ class BatchesService:
         metadata = check_metadata(body.get("metadata"))
         expires_after = check_expires_after(body.get("output_expires_after"))
         created = self.clock()
-        f = await self.meta.get_file(project.id, file_id, created)
+        f = await self.meta.files.get_file(project.id, file_id, created)
         if f is None:
             raise InvalidRequest(f"Invalid 'input_file_id': '{file_id}'. No such file.", param="input_file_id",
                                  code="invalid_file")
@@ -69,11 +69,11 @@ class BatchesService:
             completion_window=window, status="validating", created_at=created,
             expires_at=created + WINDOW_SECONDS[window], metadata=metadata, output_expires_after=expires_after,
             api_key_id=api_key_id)
-        await self.meta.insert_batch(batch)
+        await self.meta.batches.insert_batch(batch)
         return batch
 
     async def retrieve(self, project: Project, batch_id: str) -> BatchRecord:
-        batch = await self.meta.get_batch(project.id, batch_id)
+        batch = await self.meta.batches.get_batch(project.id, batch_id)
         if batch is None:
             raise _not_found(batch_id)
         return batch
@@ -81,12 +81,12 @@ class BatchesService:
     async def list(self, project: Project, *, after: str | None, limit: int) -> Page[BatchRecord]:
         if not 1 <= limit <= 100:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-        return await self.meta.list_batches(project.id, after=after, limit=limit)
+        return await self.meta.batches.list_batches(project.id, after=after, limit=limit)
 
     async def cancel(self, project: Project, batch_id: str) -> BatchRecord:
         """`cancelling` at once; the worker that holds (or next claims) the batch stops, writes what finished
         and moves it to `cancelled`. Cancelling a cancelling batch answers it as it is."""
-        batch, changed = await self.meta.transition_batch(
+        batch, changed = await self.meta.batches.transition_batch(
             project.id, batch_id, allowed=("validating", "in_progress"),
             fields={"status": "cancelling", "cancelling_at": self.clock()})
         if batch is None:

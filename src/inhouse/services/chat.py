@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -26,6 +28,8 @@ from inhouse.services.models import ModelsService, model_not_found
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
 
 T = TypeVar("T")
+ADAPTER_CACHE_COUNT = 16  # adapters' bytes kept after use (the engine keeps 8 attached per base model)
+ADAPTER_CACHE_BYTES = 256 * 1024 * 1024
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
@@ -110,8 +114,7 @@ def _context_exceeded(engine: CausalEngine, prompt: Prompt, got: str, reduce: st
 class ChatService:
     def __init__(self, models: ModelsService, meta: MetadataStore, blobs: BlobStore,
                  engines: ModelRegistry[CausalEngine], full_engines: ModelRegistry[CausalEngine],
-                 settings: FineTuningSettings, loop_holder: dict[str, asyncio.AbstractEventLoop],
-                 executors: ModelExecutors) -> None:
+                 settings: FineTuningSettings, executors: ModelExecutors) -> None:
         self.models = models
         self.meta = meta
         self.blobs = blobs
@@ -124,10 +127,9 @@ class ChatService:
                                "Too many generation requests are waiting; retry shortly.", 2.0, kind="chat")
         self.executors = executors
         self._full: dict[str, bool] = {}
-        self._loop_holder = loop_holder  # where a model loader (on a thread) reads blobs through
-
-    async def read_blob(self, key: str) -> bytes:
-        return await read_all(self.blobs, key)
+        # Adapter bytes read on the event loop, handed to the engine (which attaches an adapter on its thread
+        # when it does not hold it yet); kept a while, so a busy adapter is not read for every request.
+        self._adapter_bytes: OrderedDict[str, bytes] = OrderedDict()
 
     async def _is_full(self, key: str) -> bool:
         if key not in self._full:
@@ -137,22 +139,21 @@ class ChatService:
         return self._full.get(key, False)
 
     def _registry(self, target: Target) -> ModelRegistry[CausalEngine]:
-        self._loop_holder["loop"] = asyncio.get_running_loop()
         return self.full_engines if target.entry.kind == "chat-weights" else self.engines
 
     async def resolve(self, project_id: str, name: str) -> Target:
         entry = self.models.resolve_configured(name, "chat")
         if entry is not None:
             return Target(name, entry, None)
-        created = await self.meta.get_model(project_id, name)
+        created = await self.meta.models.get_model(project_id, name)
         base_id, key = None, None
         if created is not None and created.kind == "chat":
             base_id, key = created.base_model, created.artifact_key
         elif ":ckpt-step-" in name:
             # The final checkpoint carries the model's own name: it serves only while the model exists.
-            ckpt = await self.meta.checkpoint_by_name(project_id, name)
+            ckpt = await self.meta.jobs.checkpoint_by_name(project_id, name)
             if ckpt is not None:
-                job = await self.meta.get_job(project_id, ckpt.job_id)
+                job = await self.meta.jobs.get_job(project_id, ckpt.job_id)
                 base_id, key = (job.base_model if job else None), ckpt.artifact_key
         base = next((e for e in self.models.entries if e.id == base_id and e.kind == "chat"), None)
         if base is None or key is None:
@@ -185,14 +186,16 @@ class ChatService:
                                  param="seed")
         return SamplingParams(min(max_tokens or default_max, cap), t, p, tuple(stops), seed), count
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Prompt:
+        """The messages (and the tools the model may call) as the model's chat template renders them."""
         cap = self.settings.max_prompt_items
         if len(messages) > cap:
             raise InvalidRequest(f"messages holds {len(messages)} messages; at most {cap} are allowed.",
                                  param="messages")
         normalized = normalize_messages(messages)
-        return Prompt("messages", sum(len(m["content"]) for m in normalized),
-                      lambda engine: engine.chat_prompt(normalized))
+        tool_chars = len(json.dumps(tools)) if tools else 0
+        return Prompt("messages", sum(len(m["content"]) for m in normalized) + tool_chars,
+                      lambda engine: engine.chat_prompt(normalized, tools))
 
     def text_prompts(self, prompts: list[str]) -> list[Prompt]:
         cap = self.settings.max_prompt_items
@@ -212,6 +215,10 @@ class ChatService:
         A `max_tokens` the client asked for must fit beside the prompt (400, as OpenAI answers); the default
         one is cut to the room the prompt leaves."""
         engine = await self._registry(target).get(target.entry)
+        unknown = next((t for t, _ in params.logit_bias if t >= engine.vocab_size), None)
+        if unknown is not None:
+            raise InvalidRequest(f"Invalid key in 'logit_bias': {unknown}. This model's token ids go from 0 to "
+                                 f"{engine.vocab_size - 1}.", param="logit_bias", code="invalid_value")
         for prompt in prompts:
             if prompt.chars > engine.max_prompt_chars:
                 raise _context_exceeded(engine, prompt, f"your {prompt.param} hold {prompt.chars} characters, "
@@ -229,13 +236,23 @@ class ChatService:
             out.append(Encoded(ids, replace(params, max_new_tokens=room)))
         return out
 
-    def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
-        if target.adapter_key is None:
-            return None
-        loop = asyncio.get_running_loop()
+    async def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
+        """The target's LoRA adapter as the engine takes it: its key, and its bytes (read here, on the loop)."""
         key = target.adapter_key
-
-        return key, lambda: asyncio.run_coroutine_threadsafe(self.read_blob(key), loop).result()
+        if key is None:
+            return None
+        data = self._adapter_bytes.get(key)
+        if data is None:
+            data = await read_all(self.blobs, key)
+            self._adapter_bytes[key] = data
+            # Bounded in count and bytes, least recently used first out; the newest stays even when alone past
+            # the byte bound (it is in use now).
+            while len(self._adapter_bytes) > 1 and (
+                    len(self._adapter_bytes) > ADAPTER_CACHE_COUNT
+                    or sum(map(len, self._adapter_bytes.values())) > ADAPTER_CACHE_BYTES):
+                self._adapter_bytes.popitem(last=False)
+        self._adapter_bytes.move_to_end(key)
+        return key, lambda: data
 
     async def generate(self, target: Target, prompts: list[Prompt], params: SamplingParams,
                        n: int, requested_max: int | None = None) -> list[tuple[list[Generated], int]]:
@@ -243,7 +260,7 @@ class ChatService:
         with self.admit():
             encoded = await self.encode(target, prompts, params, requested_max)
             engine = await self._registry(target).get(target.entry)
-            adapter = self._adapter(target)
+            adapter = await self._adapter(target)
             results = []
             for enc in encoded:
                 engine.busy += 1
@@ -286,7 +303,7 @@ class ChatService:
                     seed = (seed + copy * 0x9E3779B97F4A7C15) % 2**64
                 rows.append((enc.ids, replace(enc.params, seed=seed)))
                 owner.append(i)
-        adapter = self._adapter(target)
+        adapter = await self._adapter(target)
         choices: dict[int, list[Generated]] = {i: [] for i in encoded}
         results: dict[int, Generated] = {}
         engine.busy += 1
@@ -309,7 +326,7 @@ class ChatService:
         stream."""
         engine = await self._registry(target).get(target.entry)
         ids, params = prompt.ids, prompt.params
-        adapter = self._adapter(target)
+        adapter = await self._adapter(target)
 
         def timed() -> Iterator[tuple[str, Generated | None]]:
             # Timed on the model's thread, so a client that reads slowly does not count as generation time.

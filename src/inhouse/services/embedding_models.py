@@ -31,15 +31,15 @@ class FineTunedEmbeddings:
 
     async def _artifact(self, project_id: str, name: str) -> tuple[str, str] | None:
         """(base model id, weights' blob key) of a fine-tune or checkpoint this project owns."""
-        created = await self.meta.get_model(project_id, name)
+        created = await self.meta.models.get_model(project_id, name)
         if created is not None:
             return (created.base_model, created.artifact_key) if created.kind == "embedding" else None
         if ":ckpt-step-" not in name:
             return None  # a final checkpoint carries the model's own name: it serves only while the model exists
-        ckpt = await self.meta.checkpoint_by_name(project_id, name)
+        ckpt = await self.meta.jobs.checkpoint_by_name(project_id, name)
         if ckpt is None:
             return None
-        job = await self.meta.get_job(project_id, ckpt.job_id)
+        job = await self.meta.jobs.get_job(project_id, ckpt.job_id)
         return (job.base_model, ckpt.artifact_key) if job is not None else None
 
     async def resolve(self, project_id: str, name: str) -> ModelEntry | None:

@@ -9,18 +9,16 @@ from dataclasses import dataclass
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
+from inhouse.services.blob_keys import file_blob_key
 from inhouse.services.checks import ContentCheck, ImageCheck, JsonlCheck, OffLoop
 from inhouse.services.filenames import sanitize_filename
-from inhouse.storage.base import BlobStore, BlobWriter, MetadataStore, Order
+from inhouse.storage.base import BlobStore, BlobWriter, FileStore, Order
 from inhouse.storage.records import FileRecord, Page
 
 CREATE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 2_592_000
 VISION_MAX_BYTES = 20 * 1024 * 1024
 
-
-def file_blob_key(file_id: str) -> str:
-    return f"files/{file_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +140,8 @@ class FileIntake:
 
 
 class FilesService:
-    def __init__(self, meta: MetadataStore, blobs: BlobStore, limits: Limits, clock: Callable[[], int] = now) -> None:
-        self.meta = meta
+    def __init__(self, store: FileStore, blobs: BlobStore, limits: Limits, clock: Callable[[], int] = now) -> None:
+        self.store = store
         self.blobs = blobs
         self.limits = limits
         self.clock = clock
@@ -209,14 +207,18 @@ class FilesService:
     async def insert(self, rec: FileRecord) -> FileRecord:
         """The row for bytes already committed; if it cannot be written, the bytes go too (no orphan)."""
         try:
-            await self.meta.insert_file(rec)
+            await self.store.insert_file(rec)
         except BaseException:
             await self.blobs.delete(file_blob_key(rec.id))
             raise
         return rec
 
+    async def find(self, project_id: str, file_id: str) -> FileRecord | None:
+        """The project's live file, or None."""
+        return await self.store.get_file(project_id, file_id, self.clock())
+
     async def retrieve(self, project_id: str, file_id: str) -> FileRecord:
-        rec = await self.meta.get_file(project_id, file_id, self.clock())
+        rec = await self.find(project_id, file_id)
         if rec is None:
             raise NotFound(f"No such File object: {file_id}", param="id")
         return rec
@@ -226,12 +228,12 @@ class FilesService:
     ) -> Page[FileRecord]:
         if not 1 <= limit <= self.limits.max_list_limit:
             raise InvalidRequest(f"limit must be between 1 and {self.limits.max_list_limit}.", param="limit")
-        return await self.meta.list_files(
+        return await self.store.list_files(
             project_id, purpose=purpose, after=after, limit=limit, order=order, now=self.clock()
         )
 
     async def delete(self, project_id: str, file_id: str) -> str:
-        if not await self.meta.delete_file(project_id, file_id):
+        if not await self.store.delete_file(project_id, file_id):
             raise NotFound(f"No such File object: {file_id}", param="id")
         # Row first, then bytes: a crash in between leaves an orphan blob that the sweeper removes,
         # never a listed file without content.

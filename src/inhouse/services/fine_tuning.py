@@ -165,7 +165,7 @@ class FineTuningService:
             entry = self.models.resolve_configured(model, kind)
             if entry is not None:
                 return entry.id, None, model, kind
-        parent = await self.meta.get_model(project.id, model)
+        parent = await self.meta.models.get_model(project.id, model)
         if parent is not None and parent.kind in ("chat", "embedding"):
             base_name = model.split(":")[1] if model.startswith("ft:") else parent.base_model
             return parent.base_model, parent.id, base_name, parent.kind
@@ -176,7 +176,7 @@ class FineTuningService:
     async def _check_file(self, project: Project, file_id: Any, param: str) -> str:
         if not isinstance(file_id, str) or not file_id:
             raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
-        f = await self.meta.get_file(project.id, file_id, self.clock())
+        f = await self.meta.files.get_file(project.id, file_id, self.clock())
         if f is None:
             raise InvalidRequest(f"invalid {param}: {file_id}", param=param, code="invalid_file")
         if f.purpose != "fine-tune":
@@ -245,16 +245,16 @@ class FineTuningService:
             estimated_finish=None, attempts=0, lease_owner=None, lease_expires_at=None,
         )
         files = f"{training} and validation file: {validation}" if validation else training
-        await self.meta.insert_job(job, [
+        await self.meta.jobs.insert_job(job, [
             event(job_id, f"Created fine-tuning job: {job_id}"),
             event(job_id, f"Validating training file: {files}"),
         ])
         if api_key_id is not None:
-            await self.meta.set_job_api_key(job_id, api_key_id)
+            await self.meta.jobs.set_job_api_key(job_id, api_key_id)
         return job
 
     async def retrieve(self, project: Project, job_id: str) -> FineTuningJobRecord:
-        job = await self.meta.get_job(project.id, job_id)
+        job = await self.meta.jobs.get_job(project.id, job_id)
         if job is None:
             raise NotFound(f"Could not find fine tune job: {job_id}", param="fine_tuning_job_id")
         return job
@@ -265,13 +265,13 @@ class FineTuningService:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
         if metadata is not None and len(metadata) > MAX_METADATA_KEYS:  # no job holds more keys
             raise InvalidRequest(f"At most {MAX_METADATA_KEYS} metadata filters may be given.", param="metadata")
-        return await self.meta.list_jobs(project.id, after=after, limit=limit, metadata=metadata,
-                                         no_metadata=no_metadata)
+        return await self.meta.jobs.list_jobs(project.id, after=after, limit=limit, metadata=metadata,
+                                              no_metadata=no_metadata)
 
     async def _move(self, project: Project, job_id: str, allowed: tuple[str, ...], fields: dict[str, Any],
                     message: str, verb: str) -> FineTuningJobRecord:
-        job, changed = await self.meta.transition_job(project.id, job_id, allowed=allowed, fields=fields,
-                                                      event=event(job_id, message))
+        job, changed = await self.meta.jobs.transition_job(project.id, job_id, allowed=allowed, fields=fields,
+                                                           event=event(job_id, message))
         if job is None:
             raise NotFound(f"Could not find fine tune job: {job_id}", param="fine_tuning_job_id")
         if not changed:
@@ -303,14 +303,14 @@ class FineTuningService:
         await self.retrieve(project, job_id)
         if not 1 <= limit <= 100:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-        return await self.meta.list_events(job_id, after=after, limit=limit)
+        return await self.meta.jobs.list_events(job_id, after=after, limit=limit)
 
     async def checkpoints(self, project: Project, job_id: str, *, after: str | None,
                           limit: int) -> Page[FineTuningCheckpointRecord]:
         await self.retrieve(project, job_id)
         if not 1 <= limit <= 100:
             raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-        return await self.meta.list_checkpoints(job_id, after=after, limit=limit)
+        return await self.meta.jobs.list_checkpoints(job_id, after=after, limit=limit)
 
 
 def model_name(job: FineTuningJobRecord, tag: str | None = None) -> str:

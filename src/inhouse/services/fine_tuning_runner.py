@@ -28,7 +28,8 @@ from inhouse.engines.locate import require_model
 from inhouse.engines.training import Resume, Stopped, steps_per_epoch
 from inhouse.ids import new_id, now
 from inhouse.progress import Progress, progress
-from inhouse.services.files import FilesService, file_blob_key
+from inhouse.services.blob_keys import checkpoint_key, file_blob_key
+from inhouse.services.files import FilesService
 from inhouse.services.fine_tuning import ACTIVE, event, model_kind, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
 from inhouse.services.models import ModelsService
@@ -37,9 +38,6 @@ from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningJobRec
 
 log = logging.getLogger(__name__)
 
-
-def checkpoint_key(ckpt_id: str) -> str:
-    return f"checkpoints/{ckpt_id}"
 
 
 @dataclass
@@ -71,7 +69,7 @@ class JobRunner:
     # -- helpers ------------------------------------------------------------------------------------------
     async def _dataset(self, job: FineTuningJobRecord, file_id: str, param: str, min_examples: int,
                        keep: bool) -> Dataset:
-        f = await self.meta.get_file(job.project_id, file_id, self.clock())
+        f = await self.meta.files.get_file(job.project_id, file_id, self.clock())
         if f is None:
             raise DataInvalid("invalid_" + param, f"The {param.replace('_', ' ')} {file_id} no longer exists.", param)
         method = "embedding" if model_kind(job) == "embedding" else job.method["type"]
@@ -91,7 +89,7 @@ class JobRunner:
         return train_set, valid_set
 
     async def _fail(self, job: FineTuningJobRecord, code: str, message: str, param: str | None) -> None:
-        failed = await self.meta.worker_update(job.id, self.owner, fields={
+        failed = await self.meta.jobs.worker_update(job.id, self.owner, fields={
             "status": "failed", "error": {"code": code, "message": message, "param": param},
             "finished_at": self.clock(), "estimated_finish": None, "lease_owner": None, "lease_expires_at": None,
         }, events=[event(job.id, message, level="error")])
@@ -101,14 +99,14 @@ class JobRunner:
     async def _heartbeat(self, run: _Run) -> None:
         while not run.stop.is_set():
             await asyncio.sleep(self.cfg.heartbeat_seconds)
-            status = await self.meta.heartbeat_job(run.job.id, self.owner, self.clock(), self.cfg.lease_seconds)
+            status = await self.meta.jobs.heartbeat_job(run.job.id, self.owner, self.clock(), self.cfg.lease_seconds)
             if status not in ACTIVE:
                 run.stop.set()  # cancelled, paused, or taken by another worker: stop the CPU work now
 
     # -- one job ------------------------------------------------------------------------------------------
     async def run_next(self) -> bool:
         """Claim and run one job; False when there was none."""
-        job = await self.meta.claim_job(self.owner, self.clock(), self.cfg.lease_seconds)
+        job = await self.meta.jobs.claim_job(self.owner, self.clock(), self.cfg.lease_seconds)
         if job is None:
             return False
         run = _Run(job, self.owner, threading.Event(), asyncio.get_running_loop(), 0, 0, time.monotonic(), 0)
@@ -124,7 +122,7 @@ class JobRunner:
                 await self._fail(job, "training_failed", f"Fine-tuning failed with an internal error "
                                  f"({type(exc).__name__}); the server log has the details.", None)
             else:
-                await self.meta.release_job(job.id, self.owner)  # another attempt resumes from a checkpoint
+                await self.meta.jobs.release_job(job.id, self.owner)  # another attempt resumes from a checkpoint
                 observability.JOB_TRANSITIONS.labels("released").inc()
         finally:
             observability.JOBS_RUNNING.dec()
@@ -145,14 +143,14 @@ class JobRunner:
             # the examples training needs. A resumed job's files were validated already: one pass reads them.
             if await self._datasets(job, keep=False) is None:
                 return
-            if not await self.meta.worker_update(job.id, self.owner, fields={"status": "queued"},
-                                                 events=[event(job.id, "Files validated, moving job to queued "
+            if not await self.meta.jobs.worker_update(job.id, self.owner, fields={"status": "queued"},
+                                                      events=[event(job.id, "Files validated, moving job to queued "
                                                                "state")]):
                 return
         sets = await self._datasets(job, keep=True)
         if sets is None:
             return
-        if job.parent_model and await self.meta.get_model(job.project_id, job.parent_model) is None:
+        if job.parent_model and await self.meta.models.get_model(job.project_id, job.parent_model) is None:
             await self._fail(job, "invalid_model", f"The model {job.parent_model} to continue from was deleted.",
                              "model")
             return
@@ -162,10 +160,10 @@ class JobRunner:
         run.total_steps = per_epoch * hp["n_epochs"]
         resume = await self._resume_point(job)
         run.start_step = resume.step if resume else 0
-        run.last_logged_step = await self.meta.last_metric_step(job.id)
+        run.last_logged_step = await self.meta.jobs.last_metric_step(job.id)
         message = ("Fine-tuning job started" if resume is None
                    else f"Fine-tuning job resumed from the checkpoint at step {resume.step}")
-        if not await self.meta.worker_update(job.id, self.owner, fields={
+        if not await self.meta.jobs.worker_update(job.id, self.owner, fields={
                 "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
             return
         observability.JOB_TRANSITIONS.labels("running").inc()
@@ -182,7 +180,7 @@ class JobRunner:
         await self._succeed(run, adapter, trained_tokens)
 
     async def _resume_point(self, job: FineTuningJobRecord) -> Resume | None:
-        page = await self.meta.list_checkpoints(job.id, after=None, limit=1)
+        page = await self.meta.jobs.list_checkpoints(job.id, after=None, limit=1)
         if not page.items:
             return None
         newest = page.items[0]
@@ -204,7 +202,7 @@ class JobRunner:
             # Continuing a fine-tune: start from its weights (its adapter merged into the base).
             from inhouse.engines.causal.adapters import attach_adapter, is_full, load_full
 
-            parent = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
+            parent = self._call(run, self.meta.models.get_model(job.project_id, job.parent_model))
             weights = self._call(run, read_all(self.blobs, parent.artifact_key))
             if is_full(weights):
                 load_full(model, weights)
@@ -235,7 +233,7 @@ class JobRunner:
         entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
         parent = None
         if job.parent_model and resume is None:  # continuing a fine-tune: start from its weights
-            record = self._call(run, self.meta.get_model(job.project_id, job.parent_model))
+            record = self._call(run, self.meta.models.get_model(job.project_id, job.parent_model))
             parent = self._call(run, read_all(self.blobs, record.artifact_key))
         model = load_trainable(require_model(entry), self.cfg.threads, parent)
         spec = EncoderTrainSpec(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], seed=job.seed,
@@ -256,7 +254,7 @@ class JobRunner:
         name = model_name(job) if final else model_name(job, f"ckpt-step-{step}")
         record = FineTuningCheckpointRecord(ckpt_id, job.id, self.clock(), step, epoch, {
             k: v for k, v in metrics.items() if k != "total_steps"}, name, checkpoint_key(ckpt_id))
-        dropped = await self.meta.add_checkpoint(self.owner, record, event(
+        dropped = await self.meta.jobs.add_checkpoint(self.owner, record, event(
             job.id, f"Checkpoint created at step {step} with Snapshot ID: {name}"), self.cfg.keep_checkpoints)
         if dropped is None:
             await self.blobs.delete(checkpoint_key(ckpt_id))
@@ -266,30 +264,30 @@ class JobRunner:
 
     async def _succeed(self, run: _Run, adapter: bytes, trained_tokens: int) -> None:
         job = run.job
-        page = await self.meta.list_checkpoints(job.id, after=None, limit=1)
+        page = await self.meta.jobs.list_checkpoints(job.id, after=None, limit=1)
         final_ckpt = page.items[0]
         name = model_name(job)
         result = await self._result_file(job)
         model = ModelRecord(name, job.project_id, self.clock(), f"user-{job.method['org']}", model_kind(job),
                             job.base_model, final_ckpt.artifact_key)
-        done = await self.meta.finish_job_success(job.id, self.owner, fields={
+        done = await self.meta.jobs.finish_job_success(job.id, self.owner, fields={
             "status": "succeeded", "fine_tuned_model": name, "finished_at": self.clock(),
             "trained_tokens": trained_tokens, "result_files": [result], "estimated_finish": None,
         }, model=model, events=[event(job.id, f"New fine-tuned model created: {name}"),
                                 event(job.id, "The job has successfully completed")])
         if not done:
-            await self.meta.delete_file(job.project_id, result)
+            await self.meta.files.delete_file(job.project_id, result)
             await self.blobs.delete(file_blob_key(result))
             return
         observability.JOB_TRANSITIONS.labels("succeeded").inc()
         # Its trained tokens become usage; each job counts once, and any a crash left uncounted count now too.
-        await self.meta.settle_training_usage()
+        await self.meta.usage.settle_training_usage()
 
     async def _result_file(self, job: FineTuningJobRecord) -> str:
         rows: dict[int, dict[str, Any]] = {}
         after = None
         while True:
-            page = await self.meta.list_events(job.id, after=after, limit=100)
+            page = await self.meta.jobs.list_events(job.id, after=after, limit=100)
             for e in page.items:
                 if e.type == "metrics" and e.data:
                     rows.setdefault(int(e.data["step"]), e.data)
@@ -361,7 +359,7 @@ class _Hooks:
         avg = sum(self.step_times) / len(self.step_times)
         finish = self.runner.clock() + math.ceil(avg * (self.run.total_steps - step))
         text = _step_text(metrics, self.run.total_steps)
-        ok = self.runner._call(self.run, self.runner.meta.worker_update(
+        ok = self.runner._call(self.run, self.runner.meta.jobs.worker_update(
             self.run.job.id, self.run.owner, fields={"estimated_finish": finish},
             events=[event(self.run.job.id, text, type="metrics", data=metrics)]))
         if not ok:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from inhouse.errors import IdempotencyConflict, InhouseError
 from inhouse.ids import now
-from inhouse.storage.base import MetadataStore
+from inhouse.storage.base import IdempotencyStore
 from inhouse.storage.records import IdempotencyRecord
 
 RETENTION_S = 24 * 3600
@@ -28,8 +28,8 @@ class Replay:
 
 
 class IdempotencyService:
-    def __init__(self, meta: MetadataStore, clock: Callable[[], int] = now, lease_s: int = LEASE_S) -> None:
-        self.meta = meta
+    def __init__(self, store: IdempotencyStore, clock: Callable[[], int] = now, lease_s: int = LEASE_S) -> None:
+        self.store = store
         self.clock = clock
         self.lease_s = lease_s
         # This process's name on its claims: a claim is live while this process renews it.
@@ -40,13 +40,13 @@ class IdempotencyService:
         # The body's hash is known only once the body has streamed through, so the claim is made
         # first and the hash recorded with the answer.
         t = self.clock()
-        return await self.meta.begin_idempotent(
+        return await self.store.begin_idempotent(
             IdempotencyRecord(scope, key, "", t, None, None, None), self.instance, t + self.lease_s
         )
 
     async def renew(self) -> int:
         """Keep this process's in-flight claims alive; run every RENEW_S seconds while serving."""
-        return await self.meta.renew_idempotent(self.instance, self.clock() + self.lease_s)
+        return await self.store.renew_idempotent(self.instance, self.clock() + self.lease_s)
 
     def replay_for(self, existing: IdempotencyRecord, request_hash: str) -> Replay:
         if existing.status_code is None:
@@ -63,12 +63,12 @@ class IdempotencyService:
         return Replay(existing.status_code, existing.content_type or "application/json", existing.body or b"")
 
     async def finish(self, scope: str, key: str, request_hash: str, replay: Replay) -> None:
-        await self.meta.finish_idempotent(
+        await self.store.finish_idempotent(
             scope, key, request_hash, replay.status_code, replay.content_type, replay.body
         )
 
     async def abort(self, scope: str, key: str) -> None:
-        await self.meta.abort_idempotent(scope, key)
+        await self.store.abort_idempotent(scope, key)
 
     async def purge(self) -> int:
-        return await self.meta.purge_idempotent(self.clock() - RETENTION_S)
+        return await self.store.purge_idempotent(self.clock() - RETENTION_S)

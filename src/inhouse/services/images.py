@@ -22,6 +22,7 @@ from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import now, random_token
 from inhouse.schemas.images import CreateImageRequest
 from inhouse.services.admission import Admission, ByteBudget
+from inhouse.services.blob_keys import image_key
 from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
 from inhouse.services.models import ModelsService
 from inhouse.storage.base import BlobStore
@@ -333,7 +334,7 @@ class ImagesService:
     async def store(self, data: bytes, fmt: str, base_url: str) -> str:
         """Keep the image and answer an unguessable URL that needs no key and stops working after the TTL."""
         name = f"img_{random_token(32)}"
-        writer = self.blobs.writer(f"images/{name}")
+        writer = self.blobs.writer(image_key(name))
         await writer.write(data)
         await writer.commit()
         expires = now() + self.settings.url_ttl_seconds

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from inhouse.errors import AuthenticationFailed, InvalidRequest, NotFound
 from inhouse.ids import now
-from inhouse.storage.base import MetadataStore
+from inhouse.storage.base import KeyStore
 from inhouse.storage.records import ApiKey, Page, Project
 
 KEY_PREFIX = "sk-inh-"
@@ -56,8 +56,8 @@ class CreatedKey:
 
 
 class KeysService:
-    def __init__(self, meta: MetadataStore, mode: str, clock: Callable[[], int] = now) -> None:
-        self.meta = meta
+    def __init__(self, store: KeyStore, mode: str, clock: Callable[[], int] = now) -> None:
+        self.store = store
         self.mode = mode
         self.clock = clock
         self._cache: dict[str, tuple[float, Caller]] = {}
@@ -70,7 +70,7 @@ class KeysService:
                      admin: bool = False) -> CreatedKey:
         """A new key of the project called `project_name` (made if new); limits of None or 0 are unlimited."""
         rpm, tpm = _limit(rpm, "rpm"), _limit(tpm, "tpm")  # checked before the project is made
-        return await self._create(await self.meta.get_or_create_project(project_name), name, rpm, tpm, admin)
+        return await self._create(await self.store.get_or_create_project(project_name), name, rpm, tpm, admin)
 
     async def create_in(self, project_id: str, name: str = "", *, rpm: int | None = None,
                         tpm: int | None = None) -> CreatedKey:
@@ -83,32 +83,32 @@ class KeysService:
         key_id = "key_" + secrets.token_hex(6)
         token = f"{KEY_PREFIX}{key_id.removeprefix('key_')}-{secrets.token_urlsafe(30)}"
         key = ApiKey(key_id, project.id, hash_key(token), name, self.clock(), None, rpm, tpm, admin)
-        await self.meta.insert_api_key(key)
+        await self.store.insert_api_key(key)
         return CreatedKey(key, project, token)
 
     async def update_limits(self, key_id: str, changes: dict[str, int | None]) -> ApiKey:
         """Set `rpm` and/or `tpm` (the ones in `changes`; None or 0 is unlimited) of an active key. A running
         server sees the change within the key cache's 5 s."""
-        key = await self.meta.get_api_key(key_id)
+        key = await self.store.get_api_key(key_id)
         if key is None or key.revoked_at is not None:
             raise NotFound(f"No active API key {key_id!r}.", param="api_key_id")
         rpm = _limit(changes["rpm"], "rpm") if "rpm" in changes else key.rpm
         tpm = _limit(changes["tpm"], "tpm") if "tpm" in changes else key.tpm
-        updated = await self.meta.set_api_key_limits(key_id, rpm, tpm)
+        updated = await self.store.set_api_key_limits(key_id, rpm, tpm)
         if updated is None:
             raise NotFound(f"No active API key {key_id!r}.", param="api_key_id")
         self._cache.clear()
         return updated
 
     async def project(self, project_id: str) -> Project:
-        project = await self.meta.get_project(project_id)
+        project = await self.store.get_project(project_id)
         if project is None:
             raise NotFound(f"No project found with id '{project_id}'.", param="project_id")
         return project
 
     async def project_named(self, name_or_id: str) -> Project:
         """A project by its name, or else by its id (404 if neither)."""
-        project = await self.meta.get_project_by_name(name_or_id) or await self.meta.get_project(name_or_id)
+        project = await self.store.get_project_by_name(name_or_id) or await self.store.get_project(name_or_id)
         if project is None:
             raise NotFound(f"No project named {name_or_id!r}.", param="project")
         return project
@@ -127,7 +127,7 @@ class KeysService:
             if project.name == DEFAULT_PROJECT:
                 raise InvalidRequest("The default project cannot be renamed: open mode uses it by name.",
                                      param="name")
-        updated = await self.meta.update_project(project_id, name=project.name if name is None else name, rpm=rpm,
+        updated = await self.store.update_project(project_id, name=project.name if name is None else name, rpm=rpm,
                                                  tpm=tpm)
         if updated is None:  # projects are never deleted: the name is another project's
             raise InvalidRequest(f"A project named {name!r} already exists.", param="name")
@@ -135,26 +135,26 @@ class KeysService:
         return updated
 
     async def projects(self, *, after: str | None, limit: int) -> Page[Project]:
-        return await self.meta.list_projects(after=after, limit=limit)
+        return await self.store.list_projects(after=after, limit=limit)
 
     async def project_keys(self, project_id: str, *, after: str | None, limit: int) -> Page[ApiKey]:
         """The project's active keys (404 for an unknown project)."""
         await self.project(project_id)
-        return await self.meta.list_project_api_keys(project_id, after=after, limit=limit)
+        return await self.store.list_project_api_keys(project_id, after=after, limit=limit)
 
     async def project_key(self, project_id: str, key_id: str) -> ApiKey:
         """An active key of the project; 404 if it is revoked, unknown, or another project's."""
-        key = await self.meta.get_api_key(key_id)
+        key = await self.store.get_api_key(key_id)
         if key is None or key.project_id != project_id or key.revoked_at is not None:
             raise NotFound(f"No API key found with id '{key_id}' in project '{project_id}'.", param="api_key_id")
         return key
 
     async def list(self) -> list[tuple[ApiKey, Project]]:
-        return await self.meta.list_api_keys()
+        return await self.store.list_api_keys()
 
     async def revoke(self, key_id: str) -> bool:
         self._cache.clear()
-        return await self.meta.revoke_api_key(key_id, self.clock())
+        return await self.store.revoke_api_key(key_id, self.clock())
 
     async def decide_mode(self, loopback: bool) -> bool:
         """Decide once, at start, whether this server runs open (no key needed); returns True if open.
@@ -166,7 +166,7 @@ class KeysService:
         elif self.mode == "required":
             self._open = False
         else:
-            self._open = loopback and await self.meta.count_active_api_keys() == 0
+            self._open = loopback and await self.store.count_active_api_keys() == 0
         return self._open
 
     async def auth_required(self) -> bool:
@@ -177,7 +177,7 @@ class KeysService:
         cached = self._required_cache
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        required = await self.meta.count_active_api_keys() > 0
+        required = await self.store.count_active_api_keys() > 0
         if required:
             self._open = False  # latched: a key once created keeps this process closed
         self._required_cache = (time.monotonic() + _CACHE_TTL_S, required)
@@ -186,7 +186,7 @@ class KeysService:
     async def default_project(self) -> Project:
         # Projects are never deleted, so the open-mode project is looked up once per process.
         if self._default is None:
-            self._default = await self.meta.get_or_create_project(DEFAULT_PROJECT)
+            self._default = await self.store.get_or_create_project(DEFAULT_PROJECT)
         return self._default
 
     async def authenticate(self, authorization: str | None) -> Project:
@@ -219,12 +219,12 @@ class KeysService:
         if not token.startswith(KEY_PREFIX):
             raise invalid
         key_id = "key_" + token.removeprefix(KEY_PREFIX).split("-", 1)[0]
-        key = await self.meta.get_api_key(key_id)
+        key = await self.store.get_api_key(key_id)
         # Compare even when the id is unknown, so timing does not tell which ids exist.
         stored = key.key_hash if key is not None else hash_key(secrets.token_hex(16))
         if not hmac.compare_digest(stored, digest) or key is None or key.revoked_at is not None:
             raise invalid
-        project = await self.meta.get_project(key.project_id)
+        project = await self.store.get_project(key.project_id)
         if project is None:
             raise invalid
         return Caller(project, key.id, key.admin, key.rpm, key.tpm)

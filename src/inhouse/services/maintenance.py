@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inhouse.ids import now
-from inhouse.services.batch_runner import chunk_batch_id
-from inhouse.services.files import file_blob_key
+from inhouse.services.blob_keys import (
+    BATCHES,
+    CHECKPOINTS,
+    FILES,
+    IMAGES,
+    PARTS,
+    chunk_batch_id,
+    file_blob_key,
+    id_in_key,
+    part_blob_key,
+)
 from inhouse.services.idempotency import IdempotencyService
-from inhouse.services.uploads import UploadsService, part_blob_key
+from inhouse.services.uploads import UploadsService
 from inhouse.storage.base import BlobStore, MetadataStore
 
 log = logging.getLogger(__name__)
@@ -58,16 +67,16 @@ class MaintenanceService:
 
     async def sweep(self) -> SweepReport:
         report = SweepReport()
-        while batch := await self.meta.expired_files(self.clock(), _BATCH):
+        while batch := await self.meta.files.expired_files(self.clock(), _BATCH):
             for f in batch:
-                await self.meta.delete_file_by_id(f.id)
+                await self.meta.files.delete_file_by_id(f.id)
                 await self.blobs.delete(file_blob_key(f.id))
                 report.expired_files += 1
-        for upload in await self.meta.expired_uploads(self.clock(), _BATCH):
+        for upload in await self.meta.uploads.expired_uploads(self.clock(), _BATCH):
             await self.uploads.expire(upload)
             report.expired_uploads += 1
         report.orphan_blobs = await self.remove_orphans()
-        for key in await self.blobs.list_keys("images"):  # images behind URLs that have expired
+        for key in await self.blobs.list_keys(IMAGES):  # images behind URLs that have expired
             age = await self.blobs.age_seconds(key)
             if age is not None and age > self.image_ttl_seconds:
                 await self.blobs.delete(key)
@@ -87,23 +96,23 @@ class MaintenanceService:
         to be written by a live request is never taken."""
         removed = 0
         for prefix, key_of, existing in (
-            ("files", file_blob_key, self.meta.existing_file_ids),
-            ("parts", part_blob_key, self.meta.existing_part_ids),
+            (FILES, file_blob_key, self.meta.files.existing_file_ids),
+            (PARTS, part_blob_key, self.meta.uploads.existing_part_ids),
         ):
             keys = await self.blobs.list_keys(prefix)
-            ids = [k.split("/", 1)[1] for k in keys]
+            ids = [id_in_key(k) for k in keys]
             live = await existing(ids)
             for blob_id in ids:
                 if blob_id not in live and await self._old_enough(key_of(blob_id)):
                     await self.blobs.delete(key_of(blob_id))
                     removed += 1
-        open_batches = await self.meta.open_batch_ids()
-        for key in await self.blobs.list_keys("batches"):  # a finished batch's chunks, left by a crash
+        open_batches = await self.meta.batches.open_batch_ids()
+        for key in await self.blobs.list_keys(BATCHES):  # a finished batch's chunks, left by a crash
             if chunk_batch_id(key) not in open_batches and await self._old_enough(key):
                 await self.blobs.delete(key)
                 removed += 1
-        referenced = await self.meta.referenced_artifacts()
-        for key in await self.blobs.list_keys("checkpoints"):
+        referenced = await self.meta.jobs.referenced_artifacts()
+        for key in await self.blobs.list_keys(CHECKPOINTS):
             if key not in referenced and await self._old_enough(key):
                 await self.blobs.delete(key)
                 removed += 1

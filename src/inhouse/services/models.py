@@ -10,7 +10,7 @@ from inhouse.config import ModelEntry
 from inhouse.engines.locate import locate_model
 from inhouse.errors import NotFound, PermissionDenied
 from inhouse.ids import now
-from inhouse.storage.base import MetadataStore
+from inhouse.storage.base import ModelStore
 
 SYSTEM_OWNER = "system"
 
@@ -29,8 +29,8 @@ def model_not_found(model: str, param: str | None = None) -> NotFound:
 
 
 class ModelsService:
-    def __init__(self, meta: MetadataStore, entries: list[ModelEntry], clock: Callable[[], int] = now) -> None:
-        self.meta = meta
+    def __init__(self, store: ModelStore, entries: list[ModelEntry], clock: Callable[[], int] = now) -> None:
+        self.store = store
         self.entries = entries
         self.clock = clock
         self._started = clock()
@@ -65,14 +65,14 @@ class ModelsService:
 
     async def list(self, project_id: str) -> list[ModelInfo]:
         out = [ModelInfo(name, self._created(entry), SYSTEM_OWNER) for name, (entry, _) in self.configured().items()]
-        out += [ModelInfo(m.id, m.created, m.owned_by) for m in await self.meta.list_models(project_id)]
+        out += [ModelInfo(m.id, m.created, m.owned_by) for m in await self.store.list_models(project_id)]
         return out
 
     async def retrieve(self, project_id: str, model: str) -> ModelInfo:
         hit = self.configured().get(model)
         if hit is not None:
             return ModelInfo(model, self._created(hit[0]), SYSTEM_OWNER)
-        rec = await self.meta.get_model(project_id, model)
+        rec = await self.store.get_model(project_id, model)
         if rec is None:
             raise model_not_found(model, param="model")
         return ModelInfo(rec.id, rec.created, rec.owned_by)
@@ -85,6 +85,6 @@ class ModelsService:
                 param="model",
                 code="model_not_deletable",
             )
-        if not await self.meta.delete_model(project_id, model):
+        if not await self.store.delete_model(project_id, model):
             raise model_not_found(model, param="model")
         return model

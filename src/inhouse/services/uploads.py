@@ -9,6 +9,7 @@ from dataclasses import replace
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
+from inhouse.services.blob_keys import file_blob_key, part_blob_key
 from inhouse.services.filenames import sanitize_filename
 from inhouse.services.files import (
     CREATE_PURPOSES,
@@ -16,15 +17,10 @@ from inhouse.services.files import (
     FilesService,
     check_expires_after,
     check_purpose,
-    file_blob_key,
     storage_failure,
 )
-from inhouse.storage.base import BlobStore, BlobWriter, MetadataStore
+from inhouse.storage.base import BlobStore, BlobWriter, UploadStore
 from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
-
-
-def part_blob_key(part_id: str) -> str:
-    return f"parts/{part_id}"
 
 
 class PartIntake:
@@ -64,7 +60,7 @@ class PartIntake:
             raise storage_failure(exc) from exc
         self._done = True
         part = UploadPartRecord(self.part_id, self._upload.id, self._service.clock(), size, sha256)
-        if not await self._service.meta.insert_upload_part(self._project_id, part):
+        if not await self._service.store.insert_upload_part(self._project_id, part):
             await self._service.blobs.delete(part_blob_key(self.part_id))
             current = await self._service.get(self._project_id, self._upload.id)
             raise InvalidRequest(
@@ -76,13 +72,13 @@ class PartIntake:
 class UploadsService:
     def __init__(
         self,
-        meta: MetadataStore,
+        store: UploadStore,
         blobs: BlobStore,
         files: FilesService,
         limits: Limits,
         clock: Callable[[], int] = now,
     ) -> None:
-        self.meta = meta
+        self.store = store
         self.blobs = blobs
         self.files = files
         self.limits = limits
@@ -95,7 +91,7 @@ class UploadsService:
         return upload
 
     async def get(self, project_id: str, upload_id: str) -> UploadRecord:
-        upload = await self.meta.get_upload(project_id, upload_id)
+        upload = await self.store.get_upload(project_id, upload_id)
         if upload is None:
             raise NotFound(f"No such Upload object: {upload_id}", param="upload_id")
         return self._effective(upload)
@@ -103,7 +99,7 @@ class UploadsService:
     async def file_of(self, project_id: str, upload: UploadRecord) -> FileRecord | None:
         if upload.file_id is None:
             return None
-        return await self.meta.get_file(project_id, upload.file_id, self.clock())
+        return await self.files.find(project_id, upload.file_id)
 
     async def create(
         self,
@@ -138,7 +134,7 @@ class UploadsService:
             file_expires_after=expires_after.seconds if expires_after else None,
             file_id=None,
         )
-        await self.meta.insert_upload(upload)
+        await self.store.insert_upload(upload)
         return upload
 
     async def _pending(self, project_id: str, upload_id: str, verb: str) -> UploadRecord:
@@ -158,7 +154,7 @@ class UploadsService:
             raise InvalidRequest("part_ids must not be empty.", param="part_ids")
         if len(set(part_ids)) != len(part_ids):
             raise InvalidRequest("part_ids must not repeat a part.", param="part_ids")
-        parts = {p.id: p for p in await self.meta.get_upload_parts(upload.id)}
+        parts = {p.id: p for p in await self.store.get_upload_parts(upload.id)}
         for pid in part_ids:
             if pid not in parts:
                 raise InvalidRequest(f"No such part in this Upload: {pid}", param="part_ids")
@@ -193,7 +189,7 @@ class UploadsService:
         # The File row and the Upload's completion are written in one transaction below, so the
         # intake's own commit step is done by hand here.
         file = await intake.finish_unrecorded(upload.filename, upload.purpose, expires)
-        if not await self.meta.complete_upload(upload.id, file):
+        if not await self.store.complete_upload(upload.id, file):
             await self.blobs.delete(file_blob_key(file.id))
             current = await self.get(project_id, upload_id)
             raise InvalidRequest(f"Cannot complete an Upload with status {current.status!r}.", param="upload_id")
@@ -202,19 +198,19 @@ class UploadsService:
 
     async def cancel(self, project_id: str, upload_id: str) -> UploadRecord:
         upload = await self._pending(project_id, upload_id, "cancel")
-        if not await self.meta.set_upload_status(upload.id, expect="pending", status="cancelled"):
+        if not await self.store.set_upload_status(upload.id, expect="pending", status="cancelled"):
             current = await self.get(project_id, upload_id)
             raise InvalidRequest(f"Cannot cancel an Upload with status {current.status!r}.", param="upload_id")
         await self._drop_parts(upload.id)
         return replace(upload, status="cancelled")
 
     async def _drop_parts(self, upload_id: str) -> None:
-        for part in await self.meta.get_upload_parts(upload_id):
+        for part in await self.store.get_upload_parts(upload_id):
             await self.blobs.delete(part_blob_key(part.id))
-        await self.meta.delete_upload_parts(upload_id)
+        await self.store.delete_upload_parts(upload_id)
 
     async def expire(self, upload: UploadRecord) -> None:
-        if await self.meta.set_upload_status(upload.id, expect="pending", status="expired"):
+        if await self.store.set_upload_status(upload.id, expect="pending", status="expired"):
             await self._drop_parts(upload.id)
 
 

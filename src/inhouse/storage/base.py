@@ -3,235 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
-from inhouse.storage.records import (
-    ApiKey,
-    BatchChunk,
-    BatchRecord,
-    FileRecord,
-    FineTuningCheckpointRecord,
-    FineTuningEventRecord,
-    FineTuningJobRecord,
-    IdempotencyRecord,
-    ModelRecord,
-    Page,
-    Project,
-    UploadPartRecord,
-    UploadRecord,
-    UsageRecord,
-    UsageTotal,
-)
+from inhouse.storage.protocols.batches import BatchStore
+from inhouse.storage.protocols.files import FileStore, Order
+from inhouse.storage.protocols.idempotency import IdempotencyStore
+from inhouse.storage.protocols.jobs import JobStore
+from inhouse.storage.protocols.keys import KeyStore
+from inhouse.storage.protocols.models import ModelStore
+from inhouse.storage.protocols.uploads import UploadStore
+from inhouse.storage.protocols.usage import UsageStore
 
-Order = Literal["asc", "desc"]
+__all__ = [
+    "BatchStore", "BlobStore", "BlobWriter", "FileStore", "IdempotencyStore", "JobStore", "KeyStore",
+    "MetadataStore", "ModelStore", "Order", "UploadStore", "UsageStore", "read_all",
+]
 
 
-class FineTuningStore(Protocol):
-    """Jobs, events and checkpoints. Worker writes are guarded by the worker's lease."""
+class MetadataStore(Protocol):
+    """Rows about objects, one store per resource (each with its written contract in `storage/protocols/`),
+    all over one database. A service is handed the stores it uses; the lifecycle belongs to the composition root.
+    A use case that writes rows of two resources is one method of the resource that owns it, in one transaction
+    (`uploads.complete_upload` inserts the file, `jobs.finish_job_success` the model, `batches.finish_batch` the
+    output files, `usage.settle_training_usage` marks jobs counted)."""
 
-    async def insert_job(self, job: FineTuningJobRecord, events: list[FineTuningEventRecord]) -> None: ...
-    async def get_job(self, project_id: str, job_id: str) -> FineTuningJobRecord | None: ...
-    async def get_job_any(self, job_id: str) -> FineTuningJobRecord | None: ...
-    async def list_jobs(
-        self, project_id: str, *, after: str | None, limit: int, metadata: dict[str, str] | None,
-        no_metadata: bool = False,
-    ) -> Page[FineTuningJobRecord]: ...
-    async def transition_job(
-        self, project_id: str, job_id: str, *, allowed: tuple[str, ...], fields: dict[str, Any],
-        event: FineTuningEventRecord | None,
-    ) -> tuple[FineTuningJobRecord | None, bool]: ...
-    async def claim_job(self, owner: str, now: int, lease_s: int) -> FineTuningJobRecord | None: ...
-    async def heartbeat_job(self, job_id: str, owner: str, now: int, lease_s: int,
-                            fields: dict[str, Any] | None = None) -> str | None: ...
-    async def worker_update(self, job_id: str, owner: str, *, fields: dict[str, Any] | None = None,
-                            events: list[FineTuningEventRecord] | None = None) -> bool: ...
-    async def release_job(self, job_id: str, owner: str) -> None: ...
-    async def list_events(self, job_id: str, *, after: str | None, limit: int) -> Page[FineTuningEventRecord]: ...
-    async def last_metric_step(self, job_id: str) -> int: ...
-    async def add_checkpoint(self, owner: str, checkpoint: FineTuningCheckpointRecord,
-                             event: FineTuningEventRecord, keep: int) -> list[str] | None: ...
-    async def list_checkpoints(self, job_id: str, *, after: str | None,
-                               limit: int) -> Page[FineTuningCheckpointRecord]: ...
-    async def checkpoint_by_name(self, project_id: str, name: str) -> FineTuningCheckpointRecord | None: ...
-    async def referenced_artifacts(self) -> set[str]: ...
-    async def finish_job_success(self, job_id: str, owner: str, *, fields: dict[str, Any], model: ModelRecord,
-                                 events: list[FineTuningEventRecord]) -> bool: ...
+    keys: KeyStore
+    files: FileStore
+    uploads: UploadStore
+    models: ModelStore
+    idempotency: IdempotencyStore
+    jobs: JobStore
+    batches: BatchStore
+    usage: UsageStore
 
-
-class UsageStore(Protocol):
-    """Usage counted per minute, project, key, model and endpoint; written in batches by each process."""
-
-    async def add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
-        """Add each row's counts to the stored row of its (minute, project, key, model, endpoint), creating it,
-        and raise each key's `last_used_at` to the time given (never lower it). One transaction: all or nothing,
-        so a failed call may be retried with the same rows without counting anything twice."""
+    async def open(self) -> None:
+        """Connect (a SQLite file is created 0600 if missing); a store is unusable before."""
         ...
 
-    async def usage_totals(
-        self, *, endpoints: tuple[str, ...], start: int, end: int, width: int, group_by: frozenset[str],
-        project_ids: tuple[str, ...] | None = None, api_key_ids: tuple[str, ...] | None = None,
-        models: tuple[str, ...] | None = None,
-    ) -> list[UsageTotal]:
-        """Sums of the rows of `endpoints` whose minute starts in [start, end), per bucket (`start + k * width`,
-        the bucket its minute falls in) and per value of each field in `group_by` (among `project_id`,
-        `api_key_id`, `model`, `endpoint`; other fields come back None). A filter of None matches everything,
-        an empty one nothing. Only buckets with rows appear, ordered by bucket start, then group values."""
+    async def close(self) -> None:
+        """Disconnect, after every call in flight has returned."""
         ...
 
-    async def settle_training_usage(self) -> int:
-        """Count every succeeded job's `trained_tokens` not counted yet: one row at the minute of its
-        `finished_at`, for its project, the key that created it, its `model` as asked, endpoint
-        `/v1/fine_tuning/jobs`, one request. The job is marked counted in the same transaction, so each job
-        counts exactly once however often (and from however many processes) this runs. Returns how many."""
+    async def migrate(self) -> int:
+        """Apply the schema steps not applied yet (`migrations.py`), each once, even with several processes
+        migrating at once; returns how many this call applied."""
         ...
 
-    async def set_job_api_key(self, job_id: str, api_key_id: str) -> None:
-        """Remember which key created a job (its training is that key's usage)."""
+    async def check(self) -> dict[str, str]:
+        """Facts about the database for /health and `inhouse migrate`. Raises RuntimeError when a setting that
+        keeps acknowledged writes durable is not in force."""
         ...
-
-
-class BatchStore(Protocol):
-    """Batches and the chunks of their lines. A worker's writes are guarded by its lease: once it lost the
-    batch (cancelled and finished by another, taken over after its lease expired), it can write nothing."""
-
-    async def insert_batch(self, batch: BatchRecord) -> None: ...
-    async def get_batch(self, project_id: str, batch_id: str) -> BatchRecord | None: ...
-    async def get_batch_any(self, batch_id: str) -> BatchRecord | None: ...
-
-    async def list_batches(self, project_id: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
-        """The project's batches, newest first; `after` is a batch id of the same project."""
-        ...
-
-    async def transition_batch(self, project_id: str, batch_id: str, *, allowed: tuple[str, ...],
-                               fields: dict[str, Any]) -> tuple[BatchRecord | None, bool]:
-        """Set `fields` only if the batch's status is in `allowed`, in one transaction; answers the batch as it
-        is afterwards (None if the project has none by that id) and whether it changed."""
-        ...
-
-    async def claim_batch(self, owner: str, now: int, lease_s: int) -> BatchRecord | None:
-        """The oldest open batch (validating, in_progress, finalizing, cancelling) with no live lease, now leased
-        to `owner` until now + lease_s (attempts + 1); None when there is none. Two claimers never get one batch."""
-        ...
-
-    async def heartbeat_batch(self, batch_id: str, owner: str, now: int, lease_s: int) -> str | None:
-        """Renew `owner`'s lease while the batch is open; answers its status, or None when `owner` lost it."""
-        ...
-
-    async def batch_update(self, batch_id: str, owner: str, fields: dict[str, Any],
-                           allowed: tuple[str, ...] = ...) -> bool:
-        """Set `fields` if `owner` holds the lease and the status is in `allowed` (default: any open one);
-        False, writing nothing, otherwise."""
-        ...
-
-    async def batch_chunks(self, batch_id: str) -> list[BatchChunk]:
-        """The chunks recorded so far, in order."""
-        ...
-
-    async def add_batch_chunk(self, batch_id: str, owner: str, chunk: BatchChunk) -> bool:
-        """Record a chunk (its output and error lines already durable) and add its counts and tokens to the
-        batch, in one transaction; a chunk recorded before is not counted again. False if `owner` lost the lease."""
-        ...
-
-    async def finish_batch(self, batch_id: str, owner: str, *, fields: dict[str, Any],
-                           files: list[FileRecord]) -> bool:
-        """Insert the output files' rows (their bytes already durable), set `fields` and clear the lease, in one
-        transaction; False, writing nothing, if `owner` lost the lease."""
-        ...
-
-    async def release_batch(self, batch_id: str, owner: str) -> None:
-        """Give the lease up (another worker may claim the batch at once)."""
-        ...
-
-    async def open_batch_ids(self) -> set[str]:
-        """Ids of batches not yet in a terminal state (their part blobs are still needed)."""
-        ...
-
-
-class MetadataStore(FineTuningStore, UsageStore, BatchStore, Protocol):
-    """Rows about objects. Every read and write of a project's object is scoped by project id."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def migrate(self) -> int: ...
-    async def check(self) -> dict[str, str]: ...
-
-    # projects and keys
-    async def get_or_create_project(self, name: str) -> Project: ...
-    async def get_project(self, project_id: str) -> Project | None: ...
-    async def get_project_by_name(self, name: str) -> Project | None: ...
-    async def insert_api_key(self, key: ApiKey) -> None: ...
-    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
-    async def list_api_keys(self) -> list[tuple[ApiKey, Project]]: ...
-    async def revoke_api_key(self, key_id: str, at: int) -> bool: ...
-    async def count_active_api_keys(self) -> int: ...
-
-    async def list_projects(self, *, after: str | None, limit: int) -> Page[Project]:
-        """Projects oldest first; `after` is a project id (an unknown one gives an empty page)."""
-        ...
-
-    async def list_project_api_keys(self, project_id: str, *, after: str | None, limit: int) -> Page[ApiKey]:
-        """The project's active (unrevoked) keys, oldest first; `after` is a key id of the same project."""
-        ...
-
-    async def set_api_key_limits(self, key_id: str, rpm: int | None, tpm: int | None) -> ApiKey | None:
-        """Replace an active key's limits (None: unlimited); the updated key, or None if no active key has
-        that id."""
-        ...
-
-    async def update_project(self, project_id: str, *, name: str, rpm: int | None,
-                             tpm: int | None) -> Project | None:
-        """Replace a project's name and limits (None: unlimited); the updated project, or None if no project has
-        that id or another project already has `name` (names stay unique; checked in the same transaction)."""
-        ...
-
-    # files
-    async def insert_file(self, file: FileRecord) -> None: ...
-    async def get_file(self, project_id: str, file_id: str, now: int) -> FileRecord | None: ...
-    async def list_files(
-        self, project_id: str, *, purpose: str | None, after: str | None, limit: int, order: Order, now: int
-    ) -> Page[FileRecord]: ...
-    async def delete_file(self, project_id: str, file_id: str) -> bool: ...
-    async def expired_files(self, now: int, limit: int) -> list[FileRecord]: ...
-    async def delete_file_by_id(self, file_id: str) -> None: ...
-    async def existing_file_ids(self, ids: list[str]) -> set[str]: ...
-
-    # uploads
-    async def insert_upload(self, upload: UploadRecord) -> None: ...
-    async def get_upload(self, project_id: str, upload_id: str) -> UploadRecord | None: ...
-    async def insert_upload_part(self, project_id: str, part: UploadPartRecord) -> bool: ...
-    async def get_upload_parts(self, upload_id: str) -> list[UploadPartRecord]: ...
-    async def set_upload_status(self, upload_id: str, *, expect: str, status: str) -> bool: ...
-    async def complete_upload(self, upload_id: str, file: FileRecord) -> bool: ...
-    async def expired_uploads(self, now: int, limit: int) -> list[UploadRecord]: ...
-    async def delete_upload_parts(self, upload_id: str) -> None: ...
-    async def existing_part_ids(self, ids: list[str]) -> set[str]: ...
-
-    # models created here (fine-tunes)
-    async def insert_model(self, model: ModelRecord) -> None: ...
-    async def get_model(self, project_id: str, model_id: str) -> ModelRecord | None: ...
-    async def list_models(self, project_id: str) -> list[ModelRecord]: ...
-    async def delete_model(self, project_id: str, model_id: str) -> bool: ...
-
-    # idempotency
-    async def begin_idempotent(
-        self, record: IdempotencyRecord, lease_owner: str, lease_until: int
-    ) -> IdempotencyRecord | None:
-        """Claim (scope, key) for `lease_owner` until `lease_until`; None when claimed.
-
-        Returns the existing record instead when it is finished, or in flight under a lease that has not
-        expired. An in-flight record whose lease expired (its process died) is taken over: a crash never
-        blocks a retry for longer than one lease."""
-        ...
-
-    async def renew_idempotent(self, lease_owner: str, lease_until: int) -> int:
-        """Extend every in-flight claim of `lease_owner` to `lease_until`; returns how many."""
-        ...
-
-    async def finish_idempotent(
-        self, scope: str, key: str, request_hash: str, status_code: int, content_type: str, body: bytes
-    ) -> None: ...
-    async def abort_idempotent(self, scope: str, key: str) -> None: ...
-    async def purge_idempotent(self, before: int) -> int: ...
 
 
 class BlobWriter(Protocol):
@@ -243,7 +64,7 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
-    """Bytes by key. Keys are ours (`files/<id>`), never derived from a client's filename."""
+    """Bytes by key. Keys are ours (built in `services/blob_keys.py`), never derived from a client's filename."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

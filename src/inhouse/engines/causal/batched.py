@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inhouse.engines.causal.generation import SamplingParams
+    from inhouse.engines.causal.sampling import RowSampler
 
 Row = tuple[list[int], "SamplingParams"]
 
 # Generation settings that add a logits processor to Hugging Face `generate`, with their neutral values. The
-# batched loop applies only temperature and top_p (what CausalEngine.generate passes), so a model whose
+# batched loop applies only what CausalEngine.generate asks for (its RowSampler), so a model whose
 # generation_config sets any of these is generated row by row instead (same_as_generate below).
 _NEUTRAL: dict[str, object] = {
     "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
@@ -52,27 +53,28 @@ def plan(rows: Sequence[Row], max_rows: int, max_tokens: int) -> list[list[int]]
     return batches
 
 
-def decode(step: Callable[[Callable[[Any], Any]], Any], rows: Sequence[Row], eos: set[int], pad_id: int,
-           stopped: Callable[[list[int], tuple[str, ...]], bool]) -> list[list[int]]:
+def decode(step: Callable[[Callable[[Any], Any]], Any], rows: Sequence[Row], samplers: Sequence[RowSampler],
+           eos: set[int], pad_id: int, stopped: Callable[[list[int], tuple[str, ...]], bool]) -> list[list[int]]:
     """The new token ids of every row, decoded in one batch. Each forward pass runs as `step(lambda model:
     model(...))`: the caller takes the model's lock (and torch.inference_mode) per step, so that other work on
-    the model may run between two steps.
+    the model may run between two steps. `samplers[i]` chooses row i's tokens (sampling.RowSampler, the same
+    choice `generate` makes through its logits processor).
 
-    Greedy rows (temperature <= 0) take the argmax of the same logits `generate` computes: left padding is
-    masked and each row's positions count its own tokens only, so a row's logits differ from its unbatched
-    run's by float rounding alone and its text is the same unless two tokens tie to rounding.
+    Greedy rows take the argmax of the same logits `generate` computes: left padding is masked and each row's
+    positions count its own tokens only, so a row's logits differ from its unbatched run's by float rounding
+    alone and its text is the same unless two tokens tie to rounding.
 
-    Sampled rows draw from their own torch.Generator seeded with the row's seed (a fresh random seed without
-    one), through the same warpers `generate` applies (temperature, then top_p) and torch.multinomial, so a
-    row's draws never depend on its neighbours. Hence: the same rows with the same seeds give the same text
-    (the batch's shape is fixed by the rows); and a seeded row draws what `generate` draws after
-    torch.manual_seed(seed) whenever the logits are equal, which float rounding across batch shapes can break.
+    Sampled rows draw from their own torch.Generator (sampling.row_generator), through the same warpers
+    `generate` applies, so a row's draws never depend on its neighbours. Hence: the same rows with the same
+    seeds give the same text (the batch's shape is fixed by the rows); and a seeded row draws what `generate`
+    draws after torch.manual_seed(seed) whenever the logits are equal, which float rounding across batch shapes
+    can break.
 
     A row ends at an eos token, at a stop string in its decoded text (checked by `stopped`, as generate's
-    stopping criterion does) or at its max_new_tokens; it then leaves the batch (its KV cache rows dropped),
-    so later steps cost only the rows still running."""
+    stopping criterion does), at its max_new_tokens, once its sampler's grammar is whole, or when no token
+    keeps its text valid; it then leaves the batch (its KV cache rows dropped), so later steps cost only the
+    rows still running."""
     import torch
-    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
     n = len(rows)
     width = max(len(ids) for ids, _ in rows)
@@ -82,24 +84,6 @@ def decode(step: Callable[[Callable[[Any], Any]], Any], rows: Sequence[Row], eos
         input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
         mask[i, width - len(ids):] = 1
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them from the mask
-    generators: list[torch.Generator | None] = []
-    warpers: list[list[Any]] = []
-    for _, params in rows:
-        if params.temperature <= 0:
-            generators.append(None)
-            warpers.append([])
-            continue
-        gen = torch.Generator()
-        if params.seed is None:
-            gen.seed()
-        elif -(2**63) <= params.seed < 2**64:
-            gen.manual_seed(params.seed)  # as torch.manual_seed takes it in generate
-        else:  # past what torch takes: folded in, rather than failing every row of the batch
-            gen.manual_seed(params.seed % 2**64)
-        generators.append(gen)
-        # generate adds these two only when they change anything (top_k is 0 there: none).
-        warpers.append([*([TemperatureLogitsWarper(params.temperature)] if params.temperature != 1.0 else []),
-                        *([TopPLogitsWarper(params.top_p)] if params.top_p < 1.0 else [])])
 
     out: list[list[int]] = [[] for _ in rows]
     active = list(range(n))  # the row behind each line of the batch
@@ -112,21 +96,17 @@ def decode(step: Callable[[Callable[[Any], Any]], Any], rows: Sequence[Row], eos
     next_pos = positions[:, -1] + 1
     while True:
         logits = result.logits[:, -1].to(copy=True, dtype=torch.float32)
-        tokens = logits.argmax(dim=-1)
-        for j, row in enumerate(active):
-            rng = generators[row]
-            if rng is not None:
-                scores = logits[j : j + 1]
-                for warp in warpers[row]:
-                    scores = warp(None, scores)
-                probs = torch.nn.functional.softmax(scores, dim=-1)
-                tokens[j] = torch.multinomial(probs, num_samples=1, generator=rng)[0, 0]
+        tokens = torch.full((len(active),), pad_id, dtype=torch.long)
         keep = []
         for j, row in enumerate(active):
-            token = int(tokens[j])
+            sampler, params = samplers[row], rows[row][1]
+            token = sampler.choose(logits[j])
+            if token is None:  # nothing keeps the row's text valid: it ends as it is
+                continue
+            tokens[j] = token
+            sampler.accept(token)
             out[row].append(token)
-            params = rows[row][1]
-            done = (token in eos or len(out[row]) >= params.max_new_tokens
+            done = (token in eos or len(out[row]) >= params.max_new_tokens or sampler.finished
                     or (bool(params.stop) and stopped(out[row], params.stop)))
             if not done:
                 keep.append(j)

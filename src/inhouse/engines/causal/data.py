@@ -4,10 +4,13 @@ rendered with the base model's own chat template."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 IGNORE = -100
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,57 @@ def calls_as_text(message: dict[str, Any]) -> str:
     return text
 
 
+def calls_from_text(text: str, names: set[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The inverse of calls_as_text on a generated answer: its text without the call blocks (and, when there
+    were calls, without trailing whitespace), and each call as (name, arguments as a JSON string). A block
+    that is not JSON with a `name` among `names` stays text.
+    `arguments` may be written as a string (as calls_as_text renders OpenAI's) or as an object."""
+    calls: list[tuple[str, str]] = []
+
+    def take(match: re.Match[str]) -> str:
+        try:
+            payload = json.loads(match.group(1))
+        except ValueError:
+            return match.group(0)
+        if not isinstance(payload, dict) or payload.get("name") not in names:
+            return match.group(0)
+        args = payload.get("arguments", {})
+        calls.append((payload["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)))
+        return ""
+
+    rest = _CALL.sub(take, text)
+    return (rest.rstrip() if calls else rest), calls
+
+
+def tools_prompt(tools: list[dict[str, Any]]) -> str:
+    """Tools as system-turn text, for a chat template that does not render them itself (SmolLM2's among
+    them): the call format it asks for is the one calls_as_text renders and calls_from_text reads."""
+    listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+    return (f"You may call these functions:\n<tools>\n{listed}\n</tools>\nTo call one, write "
+            '<tool_call>{"name": <function name>, "arguments": <the arguments object as a JSON string>}</tool_call>')
+
+
+def chat_text(tok: Any, messages: list[dict[str, Any]], tools: Any, generation_prompt: bool) -> str:
+    """Messages through the model's chat template, with `tools` when there are any: given to the template,
+    or, when the template renders the same text without them, put into the system turn (tools_prompt), so
+    that a model sees the tools it may call whatever its template. Training and serving both render here."""
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation_prompt}
+    plain = str(tok.apply_chat_template(messages, **kwargs))
+    if not tools:
+        return plain
+    rendered = str(tok.apply_chat_template(messages, tools=tools, **kwargs))
+    if rendered != plain:
+        return rendered
+    block = tools_prompt(tools)
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        head = str(first.get("content") or "")
+        merged = [{**first, "content": f"{head}\n\n{block}" if head else block}, *messages[1:]]
+    else:
+        merged = [{"role": "system", "content": block}, *messages]
+    return str(tok.apply_chat_template(merged, **kwargs))
+
+
 def _render(tok: Any, messages: list[dict[str, Any]], tools: Any, generation_prompt: bool) -> list[int]:
     clean = []
     for m in messages:
@@ -49,10 +103,7 @@ def _render(tok: Any, messages: list[dict[str, Any]], tools: Any, generation_pro
         rendered["role"] = role
         rendered["content"] = calls_as_text(m)
         clean.append(rendered)
-    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation_prompt}
-    if tools:
-        kwargs["tools"] = tools
-    text = tok.apply_chat_template(clean, **kwargs)
+    text = chat_text(tok, clean, tools, generation_prompt)
     ids: list[int] = tok(text, add_special_tokens=False)["input_ids"]
     return ids
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from inhouse.engines.causal import batched
 from inhouse.engines.causal.adapters import attach_adapter, load_full
+from inhouse.engines.causal.data import chat_text
 from inhouse.engines.causal.loading import load_model, load_tokenizer
+from inhouse.engines.causal.sampling import Constraint, RowSampler, TokenTable, hf_hooks, row_generator, token_table
 
 MAX_ADAPTERS = 8  # LoRA adapters kept attached per base model
 # generate_batch's bounds on one batch: rows, and rows x (longest prompt + most new tokens), which bounds its KV
@@ -32,6 +34,11 @@ class SamplingParams:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    # OpenAI's penalties and logit_bias ((token id, bias) pairs, ids below vocab_size), applied by RowSampler.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    constraint: Constraint | None = None  # what the text must keep to (JSON mode, structured outputs, tools)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class CausalEngine:
         # more characters than the longest vocabulary entry (x2 for normalizers that fold characters), so a
         # longer prompt is refused without being tokenized.
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or self.tok.model_max_length)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
+        self._token_table: TokenTable | None = None
         self.max_prompt_chars = self.context * 2 * max(len(t) for t in self.tok.get_vocab())
         self.lock = threading.Lock()  # one generation step at a time on this model
         # Live requests (generate, stream) take the lock ahead of a batch's next decode step: a batch takes it
@@ -81,8 +90,9 @@ class CausalEngine:
         return None if self.busy else self.last_used
 
     # -- prompts ------------------------------------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Messages (and tools) through the model's chat template, as fine-tuning renders them (data.py)."""
+        text = chat_text(self.tok, messages, tools, True)
         ids: list[int] = self.tok(text, add_special_tokens=False)["input_ids"]
         return ids
 
@@ -112,25 +122,63 @@ class CausalEngine:
         return contextlib.nullcontext()
 
     # -- generation ---------------------------------------------------------------------------------------
-    def _kwargs(self, prompt_len: int, params: SamplingParams) -> dict[str, Any]:
-        from transformers import StoppingCriteriaList
+    def token_table(self) -> TokenTable:
+        """Each token's bytes, built on first use (a constrained row needs it); two threads that race to build
+        it build the same table."""
+        if self._token_table is None:
+            self._token_table = token_table(self.tok, self.vocab_size)
+        return self._token_table
+
+    def sampler(self, params: SamplingParams, rng: Any) -> RowSampler:
+        """The row's token choice (sampling.RowSampler): the one seam both decode loops go through."""
+        return RowSampler(params, self.vocab_size, rng, self.token_table)
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id  # where generate stops (it may differ from the tokenizer's)
+        return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+
+    def _kwargs(self, prompt_len: int, params: SamplingParams) -> tuple[dict[str, Any], RowSampler | None]:
+        """generate's arguments for one choice, and the RowSampler that chooses its tokens when it does more
+        than temperature and top_p (generate then runs greedy and takes the sampler's choice, drawn from
+        torch's default generator as generate's own draws are)."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tok.pad_token_id}
-        if params.temperature <= 0:
-            kwargs["do_sample"] = False
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        criteria: list[Any] = []
         if params.stop:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tok, prompt_len, params.stop)])
-        return kwargs
+            criteria.append(_StopOnText(self.tok, prompt_len, params.stop))
+        sampler = self.sampler(params, None)
+        if sampler.plain:  # generate samples (or takes the argmax) itself, as it always has
+            if params.temperature <= 0:
+                kwargs["do_sample"] = False
+            else:
+                kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            fallback = min(self._eos_ids() or {self.tok.eos_token_id or 0})
+            choose, finished = hf_hooks(sampler, prompt_len, fallback)
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([choose]))
+            criteria.append(finished)
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+        return kwargs, None if sampler.plain else sampler
 
-    def _finish(self, new_ids: list[int], params: SamplingParams) -> Generated:
+    def _finish(self, new_ids: list[int], params: SamplingParams, complete: bool = False) -> Generated:
+        """The choice as text; `complete`: its grammar's text is whole (it ended there, not at max_tokens)."""
         text = self.tok.decode(new_ids, skip_special_tokens=True)
         cut = min((text.find(s) for s in params.stop if s in text), default=-1)
         if cut >= 0:
             return Generated(text[:cut], "stop", len(new_ids))
-        ended = bool(new_ids) and new_ids[-1] == self.tok.eos_token_id
+        ended = complete or (bool(new_ids) and new_ids[-1] in {self.tok.eos_token_id, *self._eos_ids()})
         return Generated(text, "stop" if ended or len(new_ids) < params.max_new_tokens else "length", len(new_ids))
+
+    def _run(self, ids: Any, prompt_len: int, params: SamplingParams, **extra: Any) -> tuple[list[int], bool]:
+        """One choice through Hugging Face generate: its new token ids, and whether its grammar is whole."""
+        kwargs, sampler = self._kwargs(prompt_len, params)
+        seq = self.model.generate(input_ids=ids, attention_mask=ids.new_ones(ids.shape), **kwargs, **extra)
+        new: list[int] = seq[0, prompt_len:].tolist()
+        if sampler is not None and sampler.stuck and new:
+            new = new[:-1]  # the fallback token that ended generate is not the row's
+        return new, sampler is not None and sampler.finished
 
     @contextlib.contextmanager
     def _live(self) -> Iterator[None]:
@@ -168,9 +216,8 @@ class CausalEngine:
             out = []
             with self._select(adapter), torch.inference_mode():
                 for _ in range(n):
-                    seq = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                              **self._kwargs(len(prompt), params))
-                    out.append(self._finish(seq[0, len(prompt) :].tolist(), params))
+                    new, complete = self._run(ids, len(prompt), params)
+                    out.append(self._finish(new, params, complete))
             return out
 
     def batches(self, rows: list[tuple[list[int], SamplingParams]]) -> list[list[int]]:
@@ -201,32 +248,29 @@ class CausalEngine:
 
         out: list[Generated | None] = [None] * len(rows)
         gc = self.model.generation_config
-        eos = gc.eos_token_id  # where generate stops (it may differ from the tokenizer's)
-        eos_ids = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        eos_ids = self._eos_ids()
         for group in self.batches(rows):
             part = [rows[i] for i in group]
             if batched.same_as_generate(gc):
-                new = batched.decode(step, part, eos_ids, pad, stopped)
+                samplers = [self.sampler(params, row_generator(params)) for _, params in part]
+                new = batched.decode(step, part, samplers, eos_ids, pad, stopped)
+                done = [(ids, s.finished) for ids, s in zip(new, samplers, strict=True)]
             else:  # the model's generation_config adds logits processors the batched loop does not apply
-                new = [step(functools.partial(self._one_on, ids, params)) for ids, params in part]
-            for i, ids in zip(group, new, strict=True):
-                out[i] = self._finish(ids, rows[i][1])
+                done = [step(functools.partial(self._one_on, ids, params)) for ids, params in part]
+            for i, (ids, complete) in zip(group, done, strict=True):
+                out[i] = self._finish(ids, rows[i][1], complete)
         return [g for g in out if g is not None]
 
-    def _one_on(self, prompt: list[int], params: SamplingParams, _model: Any) -> list[int]:
+    def _one_on(self, prompt: list[int], params: SamplingParams, _model: Any) -> tuple[list[int], bool]:
         return self._one(prompt, params)
 
-    def _one(self, prompt: list[int], params: SamplingParams) -> list[int]:
-        """One row's new token ids through Hugging Face generate, as generate runs a choice."""
+    def _one(self, prompt: list[int], params: SamplingParams) -> tuple[list[int], bool]:
+        """One row through Hugging Face generate, as generate runs a choice."""
         import torch
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        ids = torch.tensor([prompt], dtype=torch.long)
-        seq = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                  **self._kwargs(len(prompt), params))
-        new: list[int] = seq[0, len(prompt) :].tolist()
-        return new
+        return self._run(torch.tensor([prompt], dtype=torch.long), len(prompt), params)
 
     def stream(self, prompt: list[int], params: SamplingParams,
                adapter: tuple[str, Callable[[], bytes]] | None) -> Iterator[tuple[str, Generated | None]]:
@@ -245,8 +289,7 @@ class CausalEngine:
             def run() -> None:
                 try:
                     with self._select(adapter), torch.inference_mode():
-                        result["seq"] = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                                            streamer=streamer, **self._kwargs(len(prompt), params))
+                        result["run"] = self._run(ids, len(prompt), params, streamer=streamer)
                 except BaseException as exc:  # surfaced to the caller below
                     result["error"] = exc
                     streamer.end()
@@ -270,7 +313,8 @@ class CausalEngine:
             worker.join()
             if "error" in result:
                 raise result["error"]
-            final = self._finish(result["seq"][0, len(prompt) :].tolist(), params)
+            new, complete = result["run"]
+            final = self._finish(new, params, complete)
             if len(final.text) > sent:
                 yield final.text[sent:], None
             yield "", final

@@ -5,58 +5,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.postgres_base import (
-    Conn,
-    PostgresBase,
-    Row,
-    fetchone,
-    leased,
-    load_json,
-    set_fields,
-)
+from inhouse.storage.postgres.database import Conn, PostgresDatabase, Row, fetchone, leased, load_json, set_fields
+from inhouse.storage.postgres.files import insert_file_row
 from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
-from inhouse.storage.tables import BATCH_COLS as _COLS
-from inhouse.storage.tables import BATCH_JSON as _JSON
-from inhouse.storage.tables import BATCH_NAMES as _NAMES
-from inhouse.storage.tables import BATCH_OPEN as OPEN
-from inhouse.storage.tables import BATCH_UPDATABLE as _UPDATABLE
-from inhouse.storage.tables import FILE_COLS, dump_json
-
-# A worker may hold a batch in these states; the others are terminal.
+from inhouse.storage.tables import BATCH_COLS, BATCH_JSON, BATCH_NAMES, BATCH_OPEN, BATCH_UPDATABLE, dump_json
 
 
 def _batch(row: Row) -> BatchRecord:
-    values = {n: (load_json(v) if n in _JSON else v) for n, v in zip(_NAMES, row, strict=True)}
+    values = {n: (load_json(v) if n in BATCH_JSON else v) for n, v in zip(BATCH_NAMES, row, strict=True)}
     return BatchRecord(**values)
 
 
-async def insert_file(c: Conn, f: FileRecord) -> None:
-    await c.execute(f"INSERT INTO files ({FILE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (f.id, f.project_id, f.bytes, f.created_at, f.expires_at, f.filename, f.purpose, f.status,
-                     f.status_details, f.sha256))
+# -- run inside a write transaction --------------------------------------------------------------------------
+async def _owned(c: Conn, batch_id: str, owner: str) -> bool:
+    return await leased(c, "batches", batch_id, owner, BATCH_OPEN, among=True)
 
 
-class PostgresBatches(PostgresBase):
-    @staticmethod
-    async def _batch_owned(c: Conn, batch_id: str, owner: str) -> bool:
-        return await leased(c, "batches", batch_id, owner, OPEN, among=True)
+async def _set(c: Conn, batch_id: str, fields: dict[str, Any]) -> None:
+    await set_fields(c, "batches", batch_id, fields, updatable=BATCH_UPDATABLE, json_fields=BATCH_JSON)
 
-    @staticmethod
-    async def _batch_set(c: Conn, batch_id: str, fields: dict[str, Any]) -> None:
-        await set_fields(c, "batches", batch_id, fields, updatable=_UPDATABLE, json_fields=_JSON)
+
+class PostgresBatches:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
 
     async def insert_batch(self, batch: BatchRecord) -> None:
-        values = [dump_json(getattr(batch, n)) if n in _JSON else getattr(batch, n) for n in _NAMES]
-        async with self._write() as c:
-            await c.execute(f"INSERT INTO batches ({_COLS}) VALUES ({', '.join(['%s'] * len(_NAMES))})", values)
+        values = [dump_json(getattr(batch, n)) if n in BATCH_JSON else getattr(batch, n) for n in BATCH_NAMES]
+        async with self.db.write() as c:
+            await c.execute(f"INSERT INTO batches ({BATCH_COLS}) VALUES ({', '.join(['%s'] * len(BATCH_NAMES))})",
+                            values)
 
     async def get_batch(self, project_id: str, batch_id: str) -> BatchRecord | None:
-        row = await self._one(f"SELECT {_COLS} FROM batches WHERE id = %s AND project_id = %s",
-                              (batch_id, project_id))
+        row = await self.db.one(f"SELECT {BATCH_COLS} FROM batches WHERE id = %s AND project_id = %s",
+                                (batch_id, project_id))
         return _batch(row) if row else None
 
     async def get_batch_any(self, batch_id: str) -> BatchRecord | None:
-        row = await self._one(f"SELECT {_COLS} FROM batches WHERE id = %s", (batch_id,))
+        row = await self.db.one(f"SELECT {BATCH_COLS} FROM batches WHERE id = %s", (batch_id,))
         return _batch(row) if row else None
 
     async def list_batches(self, project_id: str, *, after: str | None, limit: int) -> Page[BatchRecord]:
@@ -64,63 +49,65 @@ class PostgresBatches(PostgresBase):
         if after is not None:
             where.append("seq < (SELECT seq FROM batches WHERE id = %s AND project_id = %s)")
             args += [after, project_id]
-        rows = await self._all(
-            f"SELECT {_COLS} FROM batches WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s", (*args, limit + 1))
+        rows = await self.db.rows(
+            f"SELECT {BATCH_COLS} FROM batches WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s",
+            (*args, limit + 1))
         return Page([_batch(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     async def transition_batch(self, project_id: str, batch_id: str, *, allowed: tuple[str, ...],
                                fields: dict[str, Any]) -> tuple[BatchRecord | None, bool]:
-        async with self._write() as c:
-            row = await fetchone(c, f"SELECT {_COLS} FROM batches WHERE id = %s AND project_id = %s FOR UPDATE",
+        async with self.db.write() as c:
+            row = await fetchone(c, f"SELECT {BATCH_COLS} FROM batches WHERE id = %s AND project_id = %s FOR UPDATE",
                                  (batch_id, project_id))
             if row is None:
                 return None, False
             if _batch(row).status not in allowed:
                 return _batch(row), False
-            await self._batch_set(c, batch_id, fields)
-        return await self.get_batch_any(batch_id), True
+            await _set(c, batch_id, fields)
+            after = await fetchone(c, f"SELECT {BATCH_COLS} FROM batches WHERE id = %s", (batch_id,))
+        return (_batch(after) if after else None), True
 
     async def claim_batch(self, owner: str, now: int, lease_s: int) -> BatchRecord | None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             # SKIP LOCKED: a batch another claimer is taking right now is passed over, never handed out twice.
             row = await fetchone(
                 c, "SELECT id FROM batches WHERE status = ANY(%s) AND (lease_owner IS NULL OR lease_expires_at < %s) "
-                   "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED", (list(OPEN), now))
+                   "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED", (list(BATCH_OPEN), now))
             if row is None:
                 return None
             claimed = await fetchone(
                 c, "UPDATE batches SET lease_owner = %s, lease_expires_at = %s, attempts = attempts + 1 "
-                   f"WHERE id = %s RETURNING {_COLS}", (owner, now + lease_s, row[0]))
+                   f"WHERE id = %s RETURNING {BATCH_COLS}", (owner, now + lease_s, row[0]))
         return _batch(claimed) if claimed else None
 
     async def heartbeat_batch(self, batch_id: str, owner: str, now: int, lease_s: int) -> str | None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             row = await fetchone(c, "SELECT status, lease_owner FROM batches WHERE id = %s FOR UPDATE", (batch_id,))
             if row is None or row[1] != owner:
                 return None
-            if row[0] in OPEN:
+            if row[0] in BATCH_OPEN:
                 await c.execute("UPDATE batches SET lease_expires_at = %s WHERE id = %s", (now + lease_s, batch_id))
             return str(row[0])
 
     async def batch_update(self, batch_id: str, owner: str, fields: dict[str, Any],
-                           allowed: tuple[str, ...] = OPEN) -> bool:
-        async with self._write() as c:
-            if not await self._batch_owned(c, batch_id, owner):
+                           allowed: tuple[str, ...] = BATCH_OPEN) -> bool:
+        async with self.db.write() as c:
+            if not await _owned(c, batch_id, owner):
                 return False
             status = await fetchone(c, "SELECT status FROM batches WHERE id = %s", (batch_id,))
             if status is None or status[0] not in allowed:
                 return False
-            await self._batch_set(c, batch_id, fields)
+            await _set(c, batch_id, fields)
         return True
 
     async def batch_chunks(self, batch_id: str) -> list[BatchChunk]:
-        rows = await self._all("SELECT chunk, completed, failed, input_tokens, output_tokens FROM batch_chunks "
-                               "WHERE batch_id = %s ORDER BY chunk", (batch_id,))
+        rows = await self.db.rows("SELECT chunk, completed, failed, input_tokens, output_tokens FROM batch_chunks "
+                                  "WHERE batch_id = %s ORDER BY chunk", (batch_id,))
         return [BatchChunk(*r) for r in rows]
 
     async def add_batch_chunk(self, batch_id: str, owner: str, chunk: BatchChunk) -> bool:
-        async with self._write() as c:
-            if not await self._batch_owned(c, batch_id, owner):
+        async with self.db.write() as c:
+            if not await _owned(c, batch_id, owner):
                 return False
             # The batch row is locked (above), so this test and the insert cannot interleave with another's.
             done = await fetchone(c, "SELECT 1 FROM batch_chunks WHERE batch_id = %s AND chunk = %s",
@@ -138,20 +125,19 @@ class PostgresBatches(PostgresBase):
 
     async def finish_batch(self, batch_id: str, owner: str, *, fields: dict[str, Any],
                            files: list[FileRecord]) -> bool:
-        async with self._write() as c:
-            if not await self._batch_owned(c, batch_id, owner):
+        async with self.db.write() as c:
+            if not await _owned(c, batch_id, owner):
                 return False
             for f in files:
-                await insert_file(c, f)
-            await self._batch_set(c, batch_id, {**fields, "lease_owner": None, "lease_expires_at": None})
+                await insert_file_row(c, f)
+            await _set(c, batch_id, {**fields, "lease_owner": None, "lease_expires_at": None})
         return True
 
     async def release_batch(self, batch_id: str, owner: str) -> None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             await c.execute("UPDATE batches SET lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND "
                             "lease_owner = %s", (batch_id, owner))
 
     async def open_batch_ids(self) -> set[str]:
-        rows = await self._all("SELECT id FROM batches WHERE status = ANY(%s)", (list(OPEN),))
+        rows = await self.db.rows("SELECT id FROM batches WHERE status = ANY(%s)", (list(BATCH_OPEN),))
         return {r[0] for r in rows}
-

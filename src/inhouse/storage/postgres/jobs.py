@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.postgres_base import (
+from inhouse.storage.postgres.database import (
     Conn,
-    PostgresBase,
+    PostgresDatabase,
     Row,
     fetchall,
     fetchone,
@@ -15,6 +15,7 @@ from inhouse.storage.postgres_base import (
     load_json,
     set_fields,
 )
+from inhouse.storage.postgres.models import insert_model_row
 from inhouse.storage.records import (
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
@@ -22,21 +23,23 @@ from inhouse.storage.records import (
     ModelRecord,
     Page,
 )
-from inhouse.storage.tables import CKPT_COLS as _CKPT_COLS
-from inhouse.storage.tables import EVENT_COLS as _EVENT_COLS
-from inhouse.storage.tables import JOB_ACTIVE, JOB_ACTIVE_SQL, dump_json
-from inhouse.storage.tables import JOB_COLS as _JOB_COLS
-from inhouse.storage.tables import JOB_JSON as _JSON_JOB_FIELDS
-from inhouse.storage.tables import JOB_TERMINAL as TERMINAL
-from inhouse.storage.tables import JOB_UPDATABLE as _UPDATABLE
-from inhouse.storage.tables import MODEL_COLS as _MODEL_COLS
+from inhouse.storage.tables import (
+    CKPT_COLS,
+    EVENT_COLS,
+    JOB_ACTIVE,
+    JOB_ACTIVE_SQL,
+    JOB_COLS,
+    JOB_JSON,
+    JOB_TERMINAL,
+    JOB_UPDATABLE,
+    dump_json,
+)
 
-_JOB_NAMES = [c.strip() for c in _JOB_COLS.split(",")]
-_CLAIMABLE = JOB_ACTIVE_SQL
+_JOB_NAMES = [c.strip() for c in JOB_COLS.split(",")]
 
 
 def _job(row: Row) -> FineTuningJobRecord:
-    values = {n: (load_json(v) if n in _JSON_JOB_FIELDS else v) for n, v in zip(_JOB_NAMES, row, strict=True)}
+    values = {n: (load_json(v) if n in JOB_JSON else v) for n, v in zip(_JOB_NAMES, row, strict=True)}
     return FineTuningJobRecord(**values)
 
 
@@ -48,32 +51,30 @@ def _ckpt(row: Row) -> FineTuningCheckpointRecord:
     return FineTuningCheckpointRecord(row[0], row[1], row[2], row[3], row[4], load_json(row[5]), row[6], row[7])
 
 
-async def insert_model(c: Conn, m: ModelRecord) -> None:
-    await c.execute(f"INSERT INTO models ({_MODEL_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (m.id, m.project_id, m.created, m.owned_by, m.kind, m.base_model, m.artifact_key))
+# -- run inside a write transaction --------------------------------------------------------------------------
+async def _insert_event(c: Conn, e: FineTuningEventRecord) -> None:
+    await c.execute(f"INSERT INTO fine_tuning_events ({EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (e.id, e.job_id, e.created_at, e.level, e.message, e.type, dump_json(e.data)))
 
 
-class PostgresFineTuning(PostgresBase):
-    # -- helpers run inside a write transaction --------------------------------------------------------
-    @staticmethod
-    async def _insert_event(c: Conn, e: FineTuningEventRecord) -> None:
-        await c.execute(f"INSERT INTO fine_tuning_events ({_EVENT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (e.id, e.job_id, e.created_at, e.level, e.message, e.type, dump_json(e.data)))
+async def _owned(c: Conn, job_id: str, owner: str) -> bool:
+    return await leased(c, "fine_tuning_jobs", job_id, owner, JOB_TERMINAL, among=False)
 
-    @staticmethod
-    async def _owned(c: Conn, job_id: str, owner: str) -> bool:
-        return await leased(c, "fine_tuning_jobs", job_id, owner, TERMINAL, among=False)
 
-    @staticmethod
-    async def _set(c: Conn, job_id: str, fields: dict[str, Any]) -> None:
-        await set_fields(c, "fine_tuning_jobs", job_id, fields, updatable=_UPDATABLE, json_fields=_JSON_JOB_FIELDS)
+async def _set(c: Conn, job_id: str, fields: dict[str, Any]) -> None:
+    await set_fields(c, "fine_tuning_jobs", job_id, fields, updatable=JOB_UPDATABLE, json_fields=JOB_JSON)
 
-    # -- jobs ---------------------------------------------------------------------------------------------
+
+class PostgresJobs:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    # -- jobs -----------------------------------------------------------------------------------------------
     async def insert_job(self, job: FineTuningJobRecord, events: list[FineTuningEventRecord]) -> None:
         j = job
-        async with self._write() as c:
+        async with self.db.write() as c:
             await c.execute(
-                f"INSERT INTO fine_tuning_jobs ({_JOB_COLS}) VALUES ({', '.join(['%s'] * 24)})",
+                f"INSERT INTO fine_tuning_jobs ({JOB_COLS}) VALUES ({', '.join(['%s'] * len(_JOB_NAMES))})",
                 (j.id, j.project_id, j.created_at, j.model, j.base_model, j.parent_model, j.training_file,
                  j.validation_file, j.suffix, j.seed, dump_json(j.method), dump_json(j.hyperparameters), j.status,
                  dump_json(j.error), j.fine_tuned_model, j.finished_at, j.trained_tokens, dump_json(j.integrations),
@@ -81,16 +82,19 @@ class PostgresFineTuning(PostgresBase):
                  j.lease_expires_at),
             )
             for e in events:
-                await self._insert_event(c, e)
+                await _insert_event(c, e)
+
+    async def set_job_api_key(self, job_id: str, api_key_id: str) -> None:
+        async with self.db.write() as c:
+            await c.execute("UPDATE fine_tuning_jobs SET api_key_id = %s WHERE id = %s", (api_key_id, job_id))
 
     async def get_job(self, project_id: str, job_id: str) -> FineTuningJobRecord | None:
-        row = await self._one(f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE id = %s AND project_id = %s",
-                              (job_id, project_id))
+        row = await self.db.one(f"SELECT {JOB_COLS} FROM fine_tuning_jobs WHERE id = %s AND project_id = %s",
+                                (job_id, project_id))
         return _job(row) if row else None
 
     async def get_job_any(self, job_id: str) -> FineTuningJobRecord | None:
-        """For the worker, which is not acting for a caller."""
-        row = await self._one(f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE id = %s", (job_id,))
+        row = await self.db.one(f"SELECT {JOB_COLS} FROM fine_tuning_jobs WHERE id = %s", (job_id,))
         return _job(row) if row else None
 
     async def list_jobs(
@@ -108,8 +112,8 @@ class PostgresFineTuning(PostgresBase):
             # path, so quotes, dots or brackets in it match literally (as json_each does on SQLite).
             where.append("metadata::jsonb @> jsonb_build_object(%s::text, %s::text)")
             args += [key, value]
-        rows = await self._all(
-            f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s",
+        rows = await self.db.rows(
+            f"SELECT {JOB_COLS} FROM fine_tuning_jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s",
             (*args, limit + 1),
         )
         return Page([_job(r) for r in rows[:limit]], has_more=len(rows) > limit)
@@ -118,62 +122,71 @@ class PostgresFineTuning(PostgresBase):
         self, project_id: str, job_id: str, *, allowed: tuple[str, ...], fields: dict[str, Any],
         event: FineTuningEventRecord | None,
     ) -> tuple[FineTuningJobRecord | None, bool]:
-        """Move a job to a new state only from `allowed` ones, with its event, in one transaction."""
-        async with self._write() as c:
+        async with self.db.write() as c:
             row = await fetchone(
-                c, f"SELECT {_JOB_COLS} FROM fine_tuning_jobs WHERE id = %s AND project_id = %s FOR UPDATE",
+                c, f"SELECT {JOB_COLS} FROM fine_tuning_jobs WHERE id = %s AND project_id = %s FOR UPDATE",
                 (job_id, project_id))
             if row is None:
                 return None, False
             job = _job(row)
             if job.status not in allowed:
                 return job, False
-            await self._set(c, job_id, fields)
+            await _set(c, job_id, fields)
             if event is not None:
-                await self._insert_event(c, event)
-        return await self.get_job_any(job_id), True
+                await _insert_event(c, event)
+            after = await fetchone(c, f"SELECT {JOB_COLS} FROM fine_tuning_jobs WHERE id = %s", (job_id,))
+        return (_job(after) if after else None), True
 
     async def claim_job(self, owner: str, now: int, lease_s: int) -> FineTuningJobRecord | None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             # SKIP LOCKED: a job another claimer is taking right now is passed over, never handed out twice.
             row = await fetchone(
-                c, f"SELECT id FROM fine_tuning_jobs WHERE {_CLAIMABLE} "
+                c, f"SELECT id FROM fine_tuning_jobs WHERE {JOB_ACTIVE_SQL} "
                    "AND (lease_owner IS NULL OR lease_expires_at < %s) ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
                 (now,))
             if row is None:
                 return None
             claimed = await fetchone(
                 c, "UPDATE fine_tuning_jobs SET lease_owner = %s, lease_expires_at = %s, attempts = attempts + 1 "
-                   f"WHERE id = %s RETURNING {_JOB_COLS}", (owner, now + lease_s, row[0]))
+                   f"WHERE id = %s RETURNING {JOB_COLS}", (owner, now + lease_s, row[0]))
         return _job(claimed) if claimed else None
 
     async def heartbeat_job(self, job_id: str, owner: str, now: int, lease_s: int,
                             fields: dict[str, Any] | None = None) -> str | None:
-        """Renew the lease; answers the job's status, or None when this worker no longer holds it."""
-        async with self._write() as c:
+        async with self.db.write() as c:
             row = await fetchone(c, "SELECT status, lease_owner FROM fine_tuning_jobs WHERE id = %s FOR UPDATE",
                                  (job_id,))
             if row is None or row[1] != owner:
                 return None
             if row[0] in JOB_ACTIVE:
-                await self._set(c, job_id, {**(fields or {}), "lease_expires_at": now + lease_s})
+                await _set(c, job_id, {**(fields or {}), "lease_expires_at": now + lease_s})
             return str(row[0])
 
     async def worker_update(self, job_id: str, owner: str, *, fields: dict[str, Any] | None = None,
                             events: list[FineTuningEventRecord] | None = None) -> bool:
-        """A lease-guarded write: False (and nothing written) when the job is no longer this worker's."""
-        async with self._write() as c:
-            if not await self._owned(c, job_id, owner):
+        async with self.db.write() as c:
+            if not await _owned(c, job_id, owner):
                 return False
-            await self._set(c, job_id, fields or {})
+            await _set(c, job_id, fields or {})
             for e in events or []:
-                await self._insert_event(c, e)
+                await _insert_event(c, e)
         return True
 
     async def release_job(self, job_id: str, owner: str) -> None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             await c.execute("UPDATE fine_tuning_jobs SET lease_owner = NULL, lease_expires_at = NULL "
                             "WHERE id = %s AND lease_owner = %s", (job_id, owner))
+
+    async def finish_job_success(self, job_id: str, owner: str, *, fields: dict[str, Any], model: ModelRecord,
+                                 events: list[FineTuningEventRecord]) -> bool:
+        async with self.db.write() as c:
+            if not await _owned(c, job_id, owner):
+                return False
+            await insert_model_row(c, model)
+            await _set(c, job_id, {**fields, "lease_owner": None, "lease_expires_at": None})
+            for e in events:
+                await _insert_event(c, e)
+        return True
 
     # -- events ---------------------------------------------------------------------------------------------
     async def list_events(self, job_id: str, *, after: str | None, limit: int) -> Page[FineTuningEventRecord]:
@@ -181,32 +194,30 @@ class PostgresFineTuning(PostgresBase):
         if after is not None:
             where.append("seq < (SELECT seq FROM fine_tuning_events WHERE id = %s AND job_id = %s)")
             args += [after, job_id]
-        rows = await self._all(
-            f"SELECT {_EVENT_COLS} FROM fine_tuning_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s",
+        rows = await self.db.rows(
+            f"SELECT {EVENT_COLS} FROM fine_tuning_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT %s",
             (*args, limit + 1),
         )
         return Page([_event(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     async def last_metric_step(self, job_id: str) -> int:
-        row = await self._one(
+        row = await self.db.one(
             "SELECT max((data::jsonb ->> 'step')::numeric) FROM fine_tuning_events "
             "WHERE job_id = %s AND type = 'metrics'", (job_id,))
         return int(row[0] or 0) if row else 0
 
-    # -- checkpoints ------------------------------------------------------------------------------------------
+    # -- checkpoints ----------------------------------------------------------------------------------------
     async def add_checkpoint(self, owner: str, checkpoint: FineTuningCheckpointRecord,
                              event: FineTuningEventRecord, keep: int) -> list[str] | None:
-        """Record a checkpoint (its bytes already durable) and drop the oldest beyond `keep`; answers the
-        artifact keys no longer referenced, or None when the lease was lost."""
         ck = checkpoint
-        async with self._write() as c:
-            if not await self._owned(c, ck.job_id, owner):
+        async with self.db.write() as c:
+            if not await _owned(c, ck.job_id, owner):
                 return None
             await c.execute(
-                f"INSERT INTO fine_tuning_checkpoints ({_CKPT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO fine_tuning_checkpoints ({CKPT_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (ck.id, ck.job_id, ck.created_at, ck.step_number, ck.epoch, dump_json(ck.metrics),
                  ck.fine_tuned_model_checkpoint, ck.artifact_key))
-            await self._insert_event(c, event)
+            await _insert_event(c, event)
             old = await fetchall(
                 c, "SELECT id, artifact_key FROM fine_tuning_checkpoints WHERE job_id = %s ORDER BY seq DESC "
                    "OFFSET %s", (ck.job_id, keep))
@@ -220,32 +231,21 @@ class PostgresFineTuning(PostgresBase):
         if after is not None:
             where.append("seq < (SELECT seq FROM fine_tuning_checkpoints WHERE id = %s AND job_id = %s)")
             args += [after, job_id]
-        rows = await self._all(
-            f"SELECT {_CKPT_COLS} FROM fine_tuning_checkpoints WHERE {' AND '.join(where)} ORDER BY seq DESC "
+        rows = await self.db.rows(
+            f"SELECT {CKPT_COLS} FROM fine_tuning_checkpoints WHERE {' AND '.join(where)} ORDER BY seq DESC "
             "LIMIT %s", (*args, limit + 1),
         )
         return Page([_ckpt(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     async def checkpoint_by_name(self, project_id: str, name: str) -> FineTuningCheckpointRecord | None:
-        row = await self._one(
-            f"SELECT {', '.join('c.' + x.strip() for x in _CKPT_COLS.split(','))} FROM fine_tuning_checkpoints c "
+        row = await self.db.one(
+            f"SELECT {', '.join('c.' + x.strip() for x in CKPT_COLS.split(','))} FROM fine_tuning_checkpoints c "
             "JOIN fine_tuning_jobs j ON j.id = c.job_id WHERE c.fine_tuned_model_checkpoint = %s "
             "AND j.project_id = %s", (name, project_id),
         )
         return _ckpt(row) if row else None
 
     async def referenced_artifacts(self) -> set[str]:
-        rows = await self._all("SELECT artifact_key FROM fine_tuning_checkpoints UNION SELECT artifact_key FROM models")
+        rows = await self.db.rows(
+            "SELECT artifact_key FROM fine_tuning_checkpoints UNION SELECT artifact_key FROM models")
         return {r[0] for r in rows}
-
-    async def finish_job_success(self, job_id: str, owner: str, *, fields: dict[str, Any], model: ModelRecord,
-                                 events: list[FineTuningEventRecord]) -> bool:
-        """The fine-tuned model appears in /v1/models in the same transaction that marks the job succeeded."""
-        async with self._write() as c:
-            if not await self._owned(c, job_id, owner):
-                return False
-            await insert_model(c, model)
-            await self._set(c, job_id, {**fields, "lease_owner": None, "lease_expires_at": None})
-            for e in events:
-                await self._insert_event(c, e)
-        return True

@@ -1,10 +1,11 @@
-"""Usage on Postgres: per-minute counters added (upserted) in one transaction per batch, and sums per bucket."""
+"""Usage on Postgres: per-minute counters added (upserted) in one transaction per batch, sums per bucket, and
+training usage settled from the jobs table in the transaction that marks each job counted."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.postgres_base import Conn, PostgresBase, fetchall
+from inhouse.storage.postgres.database import Conn, PostgresDatabase, fetchall
 from inhouse.storage.records import UsageRecord, UsageTotal
 from inhouse.storage.tables import FINE_TUNING_ENDPOINT
 from inhouse.storage.tables import NO_KEY as _NO_KEY
@@ -33,9 +34,12 @@ async def _add(c: Conn, params: list[Params]) -> None:
         await cur.executemany(_ADD, params)
 
 
-class PostgresUsage(PostgresBase):
+class PostgresUsage:
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
     async def add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
-        async with self._write() as c:
+        async with self.db.write() as c:
             await _add(c, [
                 (r.minute, r.project_id, r.api_key_id or _NO_KEY, r.model, r.endpoint, r.requests, r.input_tokens,
                  r.output_tokens, r.images, r.trained_tokens) for r in rows
@@ -63,7 +67,7 @@ class PostgresUsage(PostgresBase):
         groups = [c for c in _GROUPABLE if c in group_by]
         picked = ", ".join(c if c in group_by else "NULL::text" for c in _GROUPABLE)
         order = ", ".join(["bucket", *groups])
-        async with self.pool.connection() as c:
+        async with self.db.pool.connection() as c:
             rows = await fetchall(
                 c, f"SELECT (minute - %s::bigint) / %s::bigint AS bucket, {picked}, {_SUMS} FROM usage_minutes "
                    f"WHERE {' AND '.join(where)} GROUP BY {order} ORDER BY {order}",
@@ -72,7 +76,7 @@ class PostgresUsage(PostgresBase):
         return [UsageTotal(start + r[0] * width, r[1], None if r[2] == _NO_KEY else r[2], *r[3:]) for r in rows]
 
     async def settle_training_usage(self) -> int:
-        async with self._write() as c:
+        async with self.db.write() as c:
             # SKIP LOCKED: jobs another process is settling right now are its to count; a job is counted only
             # by the transaction that flips its usage_counted.
             jobs = await fetchall(
@@ -85,7 +89,3 @@ class PostgresUsage(PostgresBase):
                 await c.execute("UPDATE fine_tuning_jobs SET usage_counted = TRUE WHERE seq = ANY(%s)",
                                 ([j[0] for j in jobs],))
         return len(jobs)
-
-    async def set_job_api_key(self, job_id: str, api_key_id: str) -> None:
-        async with self._write() as c:
-            await c.execute("UPDATE fine_tuning_jobs SET api_key_id = %s WHERE id = %s", (api_key_id, job_id))

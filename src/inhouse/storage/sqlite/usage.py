@@ -1,14 +1,13 @@
-"""Usage on SQLite: per-minute counters added in one transaction per batch, and sums per time bucket."""
+"""Usage on SQLite: per-minute counters added in one transaction per batch, sums per time bucket, and training
+usage settled from the jobs table in the transaction that marks each job counted."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from inhouse.storage.records import UsageRecord, UsageTotal
-from inhouse.storage.sqlite_base import SqliteBase
-from inhouse.storage.tables import FINE_TUNING_ENDPOINT
-from inhouse.storage.tables import NO_KEY as _NO_KEY
-from inhouse.storage.tables import USAGE_GROUPABLE as _GROUPABLE
+from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
+from inhouse.storage.tables import FINE_TUNING_ENDPOINT, NO_KEY, USAGE_GROUPABLE
 
 _SUMS = "sum(requests), sum(input_tokens), sum(output_tokens), sum(images), sum(trained_tokens)"
 _ADD = (
@@ -21,11 +20,15 @@ _ADD = (
 )
 
 
-class SqliteUsage(SqliteBase):
-    def _add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
-        with self._write() as c:
+class SqliteUsage:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @on_db_thread
+    def add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
+        with self.db.write() as c:
             c.executemany(_ADD, [
-                (r.minute, r.project_id, r.api_key_id or _NO_KEY, r.model, r.endpoint, r.requests, r.input_tokens,
+                (r.minute, r.project_id, r.api_key_id or NO_KEY, r.model, r.endpoint, r.requests, r.input_tokens,
                  r.output_tokens, r.images, r.trained_tokens) for r in rows
             ])
             c.executemany(
@@ -33,40 +36,32 @@ class SqliteUsage(SqliteBase):
                 [(at, key_id, at) for key_id, at in last_used.items()],
             )
 
-    async def add_usage(self, rows: list[UsageRecord], last_used: dict[str, int]) -> None:
-        await self._run(self._add_usage, rows, last_used)
-
-    def _usage_totals(
-        self, endpoints: tuple[str, ...], start: int, end: int, width: int, group_by: frozenset[str],
-        project_ids: tuple[str, ...] | None, api_key_ids: tuple[str, ...] | None, models: tuple[str, ...] | None,
+    @on_db_thread
+    def usage_totals(
+        self, *, endpoints: tuple[str, ...], start: int, end: int, width: int, group_by: frozenset[str],
+        project_ids: tuple[str, ...] | None = None, api_key_ids: tuple[str, ...] | None = None,
+        models: tuple[str, ...] | None = None,
     ) -> list[UsageTotal]:
         where = ["minute >= ?", "minute < ?"]
         args: list[Any] = [start, end]
-        keys = None if api_key_ids is None else tuple(k or _NO_KEY for k in api_key_ids)
+        keys = None if api_key_ids is None else tuple(k or NO_KEY for k in api_key_ids)
         for column, values in (("endpoint", endpoints), ("project_id", project_ids), ("api_key_id", keys),
                                ("model", models)):
             if values is not None:
                 where.append(f"{column} IN ({','.join('?' * len(values))})" if values else "0")
                 args += values
-        groups = [c for c in _GROUPABLE if c in group_by]
-        picked = ", ".join(c if c in group_by else "NULL" for c in _GROUPABLE)
-        rows = self.conn.execute(
+        groups = [c for c in USAGE_GROUPABLE if c in group_by]
+        picked = ", ".join(c if c in group_by else "NULL" for c in USAGE_GROUPABLE)
+        rows = self.db.conn.execute(
             f"SELECT (minute - ?) / ? AS bucket, {picked}, {_SUMS} FROM usage_minutes WHERE {' AND '.join(where)} "
             f"GROUP BY {', '.join(['bucket', *groups])} ORDER BY {', '.join(['bucket', *groups])}",
             (start, width, *args),
         ).fetchall()
-        return [UsageTotal(start + r[0] * width, r[1], None if r[2] == _NO_KEY else r[2], *r[3:]) for r in rows]
+        return [UsageTotal(start + r[0] * width, r[1], None if r[2] == NO_KEY else r[2], *r[3:]) for r in rows]
 
-    async def usage_totals(
-        self, *, endpoints: tuple[str, ...], start: int, end: int, width: int, group_by: frozenset[str],
-        project_ids: tuple[str, ...] | None = None, api_key_ids: tuple[str, ...] | None = None,
-        models: tuple[str, ...] | None = None,
-    ) -> list[UsageTotal]:
-        return await self._run(self._usage_totals, endpoints, start, end, width, group_by, project_ids,
-                               api_key_ids, models)
-
-    def _settle_training_usage(self) -> int:
-        with self._write() as c:
+    @on_db_thread
+    def settle_training_usage(self) -> int:
+        with self.db.write() as c:
             jobs = c.execute(
                 "SELECT seq, finished_at / 60 * 60, project_id, coalesce(api_key_id, ''), model, "
                 "coalesce(trained_tokens, 0) FROM fine_tuning_jobs WHERE status = 'succeeded' AND usage_counted = 0"
@@ -75,13 +70,3 @@ class SqliteUsage(SqliteBase):
                                  for _, minute, project, key, model, tokens in jobs])
             c.executemany("UPDATE fine_tuning_jobs SET usage_counted = 1 WHERE seq = ?", [(j[0],) for j in jobs])
         return len(jobs)
-
-    async def settle_training_usage(self) -> int:
-        return await self._run(self._settle_training_usage)
-
-    def _set_job_api_key(self, job_id: str, api_key_id: str) -> None:
-        with self._write() as c:
-            c.execute("UPDATE fine_tuning_jobs SET api_key_id = ? WHERE id = ?", (api_key_id, job_id))
-
-    async def set_job_api_key(self, job_id: str, api_key_id: str) -> None:
-        await self._run(self._set_job_api_key, job_id, api_key_id)

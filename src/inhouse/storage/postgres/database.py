@@ -1,5 +1,5 @@
-"""Postgres plumbing shared by the metadata store's parts: a psycopg 3 async pool, one transaction per write,
-row locks (FOR UPDATE) wherever a write depends on what it read, versioned migrations under an advisory lock."""
+"""The Postgres database the per-resource stores share: a psycopg 3 async pool, one transaction per write, row
+locks (FOR UPDATE) wherever a write depends on what it read, versioned migrations under an advisory lock."""
 
 from __future__ import annotations
 
@@ -82,12 +82,13 @@ async def leased(c: Conn, table: str, row_id: str, owner: str, statuses: tuple[s
     return row is not None
 
 
-class PostgresBase:
+class PostgresDatabase:
+    """Each call takes a pooled connection; a read is one statement (autocommit), a write one transaction."""
+
     def __init__(self, url: str) -> None:
         self._conninfo, self._pool_settings = pool_settings(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
 
-    # -- plumbing -------------------------------------------------------------------------------
     @property
     def pool(self) -> AsyncConnectionPool[Conn]:
         if self._pool is None:
@@ -96,7 +97,7 @@ class PostgresBase:
 
     async def open(self) -> None:
         s = self._pool_settings
-        # Autocommit: a read is one statement; every write opens its own transaction (`_write`).
+        # Autocommit: a read is one statement; every write opens its own transaction (`write`).
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo, min_size=int(s["pool_min_size"]), max_size=int(s["pool_max_size"]),
             timeout=s["pool_timeout"], kwargs={"autocommit": True}, open=False, name="inhouse-meta",
@@ -110,20 +111,27 @@ class PostgresBase:
             self._pool = None
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Conn]:
+    async def write(self) -> AsyncIterator[Conn]:
         """One transaction on one pooled connection: committed on exit, rolled back on any exception."""
         async with self.pool.connection() as conn, conn.transaction():
             yield conn
 
-    async def _one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+    async def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
         async with self.pool.connection() as conn:
             return await fetchone(conn, sql, args)
 
-    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+    async def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         async with self.pool.connection() as conn:
             return await fetchall(conn, sql, args)
 
-    # -- schema -----------------------------------------------------------------------------------
+    async def existing_ids(self, table: str, ids: list[str]) -> set[str]:
+        """Which of `ids` are ids of rows of `table` (asked 500 at a time)."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            rows = await self.rows(f"SELECT id FROM {table} WHERE id = ANY(%s::text[])", (ids[i : i + 500],))
+            found.update(r[0] for r in rows)
+        return found
+
     async def migrate(self) -> int:
         """Apply the steps not applied yet, each in its own transaction. A session advisory lock makes two
         processes starting at once take turns: the second finds every step recorded and applies none."""
