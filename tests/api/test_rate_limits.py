@@ -200,3 +200,24 @@ def test_cli_sets_and_updates_limits(settings_factory: Any, tiny_encoder: Path, 
     assert cli(["keys", "update", "key_000000000000", "--rpm", "5", "--data-dir", data]) == 1
     assert cli(["keys", "list", "--data-dir", data]) == 0
     assert f"{key_id}\tteam\tactive\trpm=unlimited tpm=unlimited" in capsys.readouterr().out
+
+
+def test_a_limit_holds_across_servers_on_one_database(settings_factory: Any, tiny_encoder: Path) -> None:  # noqa: F811
+    """Two servers on one database share a key's bucket: what one takes, the other takes from its own bucket
+    at the next exchange (about a second), so the key gets its limit in all, not once per server."""
+    settings = tiny_settings(settings_factory, tiny_encoder)
+    with start_server(settings) as a, start_server(settings) as b:
+        key = new_key(a, rpm=4)
+        b.services.keys._required_cache = None
+        via_a = make_client(a.base_url, api_key=key.token)
+        via_b = make_client(b.base_url, api_key=key.token)
+        time.sleep(2.5)  # both have made their first exchange, which only notes what the others had taken
+        assert [embed(via_a).headers["x-ratelimit-remaining-requests"] for _ in range(2)] == ["3", "2"]
+        time.sleep(3.0)  # A stores its series, B reads it
+        raw = embed(via_b)
+        # 4 - 2 taken through A - this one (the bucket refills 4 a minute: a fraction came back meanwhile).
+        assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+        assert embed(via_b).headers["x-ratelimit-remaining-requests"] == "0"
+        time.sleep(3.0)
+        with pytest.raises(openai.RateLimitError):
+            embed(via_a)  # A has seen B's two: the key's four are used, across both servers

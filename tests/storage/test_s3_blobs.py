@@ -6,13 +6,14 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from inhouse.bootstrap import build_blob_store
-from inhouse.storage.s3_blobs import PART_SIZE, S3BlobStore, parse_s3_url
+from inhouse.storage.s3_blobs import _PARTS_IN_FLIGHT, PART_SIZE, S3BlobStore, parse_s3_url
 from tests.storage.seaweedfs import SeaweedFS, seaweedfs
 
 
@@ -62,6 +63,39 @@ def test_large_blob_streams_in_parts_and_reads_back(weed: SeaweedFS) -> None:
         await s.close()
 
     asyncio.run(body())
+
+
+def test_parts_upload_several_at_once_within_the_bound_and_assemble_in_order(weed: SeaweedFS) -> None:
+    part = 5 * 1024 * 1024  # S3's smallest part but the last, to keep this test light
+    data = os.urandom(5 * part + 4321)  # five full parts and a short last one
+    busy = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def slow_part(**_: Any) -> None:  # holds each part request open a while, so parts overlap if they can
+        with lock:
+            busy["now"] += 1
+            busy["most"] = max(busy["most"], busy["now"])
+        time.sleep(0.3)
+        with lock:
+            busy["now"] -= 1
+
+    async def body() -> None:
+        s = S3BlobStore.from_url(weed.url())
+        s.part_size = part
+        await s.open()
+        s.client.meta.events.register("before-send.s3.UploadPart", slow_part)
+        w = s.writer("files/many")
+        for i in range(0, len(data), 64 * 1024):  # network-sized pieces, as a request body arrives
+            await w.write(data[i : i + 64 * 1024])
+            assert len(w._inflight) <= _PARTS_IN_FLIGHT  # what the writer holds stays bounded
+        assert await w.commit() == (len(data), hashlib.sha256(data).hexdigest())
+        assert await collect(s.read("files/many")) == data
+        head = weed.client().head_object(Bucket=s.bucket, Key=f"{s.prefix}/files/many")  # type: ignore[attr-defined]
+        assert head["ETag"].endswith('-6"')
+        await s.close()
+
+    asyncio.run(body())
+    assert busy["most"] == _PARTS_IN_FLIGHT  # several at once, never more than the bound
 
 
 def test_aborted_writer_leaves_nothing(weed: SeaweedFS) -> None:

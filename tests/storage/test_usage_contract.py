@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import ApiKey, FineTuningJobRecord, ModelRecord, UsageRecord
+from inhouse.storage.records import ApiKey, FineTuningJobRecord, ModelRecord, RateUsage, UsageRecord
 from tests.storage.test_contract import meta_factory, run, with_meta  # noqa: F401 - meta_factory is a fixture
 
 EMB, CHAT = "/v1/embeddings", "/v1/chat/completions"
@@ -148,5 +148,33 @@ def test_project_limits_and_names(meta_factory: Callable[[], MetadataStore]) -> 
         assert await meta.keys.get_project(a.id) == renamed and await meta.keys.get_project(b.id) == b
         assert await meta.keys.update_project("proj_unknown", name="c", rpm=1, tpm=1) is None
         assert await meta.keys.get_project_by_name("c") is None
+
+    run(with_meta(meta_factory, body))
+
+
+def test_rate_usage_series_are_replaced_windowed_and_purged(meta_factory: Callable[[], MetadataStore]) -> None:  # noqa: F811
+    async def body(meta: MetadataStore) -> None:
+        usage = meta.usage
+        a1 = RateUsage("procA-0", "key_1", "requests", 60, 3.0)
+        b1 = RateUsage("procB-0", "key_1", "requests", 60, 2.0)
+        assert await usage.exchange_rate_usage([a1], 1000, window=120, keep=600) == [a1]
+        # Another process's exchange sees both series; `used` replaces (never adds to) the stored total.
+        got = await usage.exchange_rate_usage([b1, RateUsage("procB-1", "proj_1", "tokens", 900, 40.5)], 1010,
+                                              window=120, keep=600)
+        assert got == [a1, b1, RateUsage("procB-1", "proj_1", "tokens", 900, 40.5)]
+        again = RateUsage("procA-0", "key_1", "requests", 30, 5.0)
+        got = await usage.exchange_rate_usage([again], 1100, window=120, keep=600)
+        assert [(r.series, r.per_minute, r.used) for r in got] == [("procA-0", 30, 5.0), ("procB-0", 60, 2.0),
+                                                                   ("procB-1", 900, 40.5)]
+        # Nothing to store: a read only. Series not updated within the window are left out; the rows stay.
+        got = await usage.exchange_rate_usage([], 1135, window=35, keep=600)
+        assert [r.series for r in got] == ["procA-0"]
+        assert [r.series for r in await usage.exchange_rate_usage([], 1135, window=200, keep=600)] == [
+            "procA-0", "procB-0", "procB-1"]
+        # A store deletes the rows idle for `keep`.
+        await usage.exchange_rate_usage([RateUsage("procC-0", "key_2", "requests", 5, 1.0)], 1700, window=10_000,
+                                        keep=600)
+        assert [r.series for r in await usage.exchange_rate_usage([], 1700, window=10_000, keep=600)] == [
+            "procA-0", "procC-0"]
 
     run(with_meta(meta_factory, body))

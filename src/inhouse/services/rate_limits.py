@@ -3,13 +3,17 @@
 Each limit is a bucket of `limit` units that refills continuously at `limit` per minute. A request takes one
 request unit, and its estimated tokens before any costly work, from every bucket it is under (its key's and its
 project's, shared by all the project's keys); the estimate is corrected with the real count afterwards. The state
-is per process: with several server processes each enforces the limit on its own, so a key (or project) may get
-up to that many times its limit in all (docs/usage.md).
+is per process, and shared through the database: each process stores, about once a second, what each of its
+buckets took (a running total per series), reads the other processes' totals, and takes their growth from its
+own buckets. With several servers a limit then holds for them all together, to within what they take in one
+exchange's time (docs/usage.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,9 +21,17 @@ from typing import Literal
 
 from inhouse.errors import Overloaded
 from inhouse.services.keys import Caller
+from inhouse.storage.records import RateUsage
 
 Kind = Literal["requests", "tokens"]
 MAX_BUCKETS = 100_000  # two per limited key or project; past it full (idle) buckets go first, then the oldest
+# Exchanges read the series updated in the last SYNC_WINDOW_S; a series unchanged for SERIES_IDLE_S (and stored)
+# ends, and the bucket's next use starts a new one, so a series never comes back after leaving the window
+# (SERIES_IDLE_S < SYNC_WINDOW_S). Rows idle for SYNC_KEEP_S are deleted. Use older than a minute is refilled
+# anyway, so what the window leaves out never matters.
+SYNC_WINDOW_S = 120
+SYNC_KEEP_S = 600
+SERIES_IDLE_S = 60.0
 _LABEL = {"requests": "requests per min (RPM)", "tokens": "tokens per min (TPM)"}
 
 
@@ -104,11 +116,80 @@ def estimate_tokens(value: object) -> int:
     return max(1, math.ceil(chars / 4) + ids)
 
 
+@dataclass(slots=True)
+class _Series:
+    """What this process's bucket for one (owner, kind) took since the series began, and what was last stored."""
+
+    name: str
+    per_minute: int
+    used: float = 0.0
+    stored: float | None = None
+    changed_at: float = 0.0
+
+
 class RateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_buckets: int = MAX_BUCKETS) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_buckets: int = MAX_BUCKETS,
+                 process: str | None = None) -> None:
         self.clock = clock
         self.max_buckets = max_buckets
         self._buckets: dict[tuple[str, Kind], _Bucket] = {}
+        # Sharing with other processes (outgoing / incoming): series names start with this process's name.
+        self.process = process or "rl" + secrets.token_hex(6)
+        self._numbers = itertools.count()
+        self._series: dict[tuple[str, Kind], _Series] = {}
+        self._seen: dict[str, float] = {}  # other processes' series -> the total already taken from our buckets
+        self._exchanged = False
+
+    def _used(self, owner: str, kind: Kind, per_minute: int, units: float) -> None:
+        """Add `units` (negative: given back) to this process's series for the bucket."""
+        series = self._series.get((owner, kind))
+        if series is None:
+            if len(self._series) >= self.max_buckets:  # oldest first: it is the likeliest to be idle
+                del self._series[next(iter(self._series))]
+            series = self._series[(owner, kind)] = _Series(f"{self.process}-{next(self._numbers)}", per_minute)
+        series.used += units
+        series.per_minute = per_minute
+        series.changed_at = self.clock()
+
+    def outgoing(self) -> list[RateUsage]:
+        """The series to store: those changed since last stored. Ends the series idle for SERIES_IDLE_S that are
+        stored already."""
+        now = self.clock()
+        out = []
+        for key, series in list(self._series.items()):
+            if series.stored != series.used:
+                out.append(RateUsage(series.name, key[0], key[1], series.per_minute, series.used))
+            elif now - series.changed_at > SERIES_IDLE_S:
+                del self._series[key]
+        return out
+
+    def stored(self, rows: list[RateUsage]) -> None:
+        """`rows` (from outgoing) are in the database now."""
+        by_name = {series.name: series for series in self._series.values()}
+        for row in rows:
+            series = by_name.get(row.series)
+            if series is not None:
+                series.stored = row.used
+
+    def incoming(self, rows: list[RateUsage]) -> None:
+        """Take from our buckets what the other processes' series took since the last exchange. On the first
+        exchange their totals are only noted: what they hold may be hours old, and taking it at once would shut a
+        busy key out for as long."""
+        seen: dict[str, float] = {}
+        for row in rows:
+            if row.series.startswith(self.process + "-"):
+                continue
+            before = self._seen.get(row.series)
+            seen[row.series] = row.used
+            if before is None and not self._exchanged:
+                continue
+            grown = row.used - (before or 0.0)
+            if grown:
+                kind: Kind = "tokens" if row.kind == "tokens" else "requests"
+                bucket = self._bucket(row.owner, kind, row.per_minute)
+                bucket.level = min(float(bucket.limit), bucket.level - grown)
+        self._seen = seen  # a series outside the window has ended
+        self._exchanged = True
 
     def _bucket(self, owner: str, kind: Kind, limit: int) -> _Bucket:
         now = self.clock()
@@ -138,6 +219,7 @@ class RateLimiter:
         bucket = self._bucket(lim.owner, kind, limit)
         if bucket.level >= n:
             bucket.level -= n
+            self._used(lim.owner, kind, limit, n)
             return
         label = _LABEL[kind] + lim.where
         if n > limit:
@@ -167,6 +249,8 @@ class RateLimiter:
         for lim in limits:
             bucket = self._bucket(lim.owner, kind, lim.per_minute)
             bucket.level = min(float(lim.per_minute), bucket.level + taken - used)
+            if taken != used:
+                self._used(lim.owner, kind, lim.per_minute, used - taken)
 
     def headers(self, requests: Sequence[Limit], tokens: Sequence[Limit]) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for each kind that has a limit. Under

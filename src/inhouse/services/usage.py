@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from inhouse.services.keys import Caller
-from inhouse.services.rate_limits import RateLimiter, limits_of
+from inhouse.services.rate_limits import SYNC_KEEP_S, SYNC_WINDOW_S, RateLimiter, limits_of
 from inhouse.storage.base import UsageStore
 from inhouse.storage.records import UsageRecord
 
@@ -118,6 +118,17 @@ class UsageService:
                 await self.flush()
             except Exception:
                 log.exception("writing usage failed; it stays pending and is retried")
+            try:
+                await self.exchange_limits()
+            except Exception:
+                log.exception("sharing rate limits failed; this process limits on its own until it works again")
+
+    async def exchange_limits(self) -> None:
+        """Share this process's rate-limit use with the other processes on the database, and take theirs."""
+        mine = self.limiter.outgoing()
+        rows = await self.store.exchange_rate_usage(mine, int(self.clock()), window=SYNC_WINDOW_S, keep=SYNC_KEEP_S)
+        self.limiter.stored(mine)
+        self.limiter.incoming(rows)
 
     def start(self) -> None:
         self._stopping = False

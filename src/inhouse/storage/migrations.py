@@ -211,6 +211,19 @@ SQLITE_MIGRATIONS: list[str] = [
         PRIMARY KEY (batch_id, chunk)
     ) WITHOUT ROWID;
     """,
+    # 6: rate limits shared by every server process (services/rate_limits.py): each series is one process's
+    # running total of what one limit's bucket took, replaced on each exchange.
+    """
+    CREATE TABLE rate_limit_usage (
+        series TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        per_minute INTEGER NOT NULL,
+        used REAL NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX rate_limit_usage_updated ON rate_limit_usage(updated_at);
+    """,
 ]
 
 
@@ -430,5 +443,16 @@ POSTGRES_MIGRATIONS: list[str] = [
         output_tokens BIGINT NOT NULL,
         PRIMARY KEY (batch_id, chunk)
     );
+    """),
+    _pg("""
+    CREATE TABLE rate_limit_usage (
+        series TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        per_minute BIGINT NOT NULL,
+        used DOUBLE PRECISION NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX rate_limit_usage_updated ON rate_limit_usage(updated_at);
     """),
 ]

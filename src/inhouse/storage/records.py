@@ -145,6 +145,18 @@ class FineTuningCheckpointRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RateUsage:
+    """One series of a rate limit's use: what one process's bucket for (owner, kind) has taken in all since the
+    series began (units; settled estimates lower it), under a limit of `per_minute`."""
+
+    series: str
+    owner: str
+    kind: str
+    per_minute: int
+    used: float
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """Counts of one minute, project, key (None: open mode), model name as called, and endpoint (route template).
 

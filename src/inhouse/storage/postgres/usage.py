@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from inhouse.storage.postgres.database import Conn, PostgresDatabase, fetchall
-from inhouse.storage.records import UsageRecord, UsageTotal
+from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
 from inhouse.storage.tables import FINE_TUNING_ENDPOINT
 from inhouse.storage.tables import NO_KEY as _NO_KEY
 from inhouse.storage.tables import USAGE_GROUPABLE as _GROUPABLE
@@ -22,6 +22,14 @@ _ADD = (
     "output_tokens = u.output_tokens + excluded.output_tokens, images = u.images + excluded.images, "
     "trained_tokens = u.trained_tokens + excluded.trained_tokens"
 )
+
+_RATE_PUT = (
+    "INSERT INTO rate_limit_usage (series, owner, kind, per_minute, used, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (series) DO UPDATE SET per_minute = excluded.per_minute, "
+    "used = excluded.used, updated_at = excluded.updated_at"
+)
+_RATE_GET = ("SELECT series, owner, kind, per_minute, used FROM rate_limit_usage WHERE updated_at >= %s "
+             "ORDER BY series")
 
 Params = tuple[int, str, str, str, str, int, int, int, int, int]
 
@@ -89,3 +97,16 @@ class PostgresUsage:
                 await c.execute("UPDATE fine_tuning_jobs SET usage_counted = TRUE WHERE seq = ANY(%s)",
                                 ([j[0] for j in jobs],))
         return len(jobs)
+
+    async def exchange_rate_usage(self, mine: list[RateUsage], now: int, *, window: int,
+                                  keep: int) -> list[RateUsage]:
+        if mine:  # nothing to store: only the read
+            async with self.db.write() as c, c.cursor() as cur:
+                # Series are each one process's own: no two writers share a row, so no lock order matters.
+                await cur.executemany(_RATE_PUT, [(u.series, u.owner, u.kind, u.per_minute, u.used, now)
+                                                  for u in mine])
+                # SKIP LOCKED: processes purging at once never wait on (or deadlock over) the same stale rows.
+                await c.execute("DELETE FROM rate_limit_usage WHERE series IN (SELECT series FROM "
+                                "rate_limit_usage WHERE updated_at < %s FOR UPDATE SKIP LOCKED)", (now - keep,))
+        rows = await self.db.rows(_RATE_GET, (now - window,))
+        return [RateUsage(r[0], r[1], r[2], int(r[3]), float(r[4])) for r in rows]

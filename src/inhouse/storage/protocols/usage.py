@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from inhouse.storage.records import UsageRecord, UsageTotal
+from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
 
 
 class UsageStore(Protocol):
@@ -33,4 +33,12 @@ class UsageStore(Protocol):
         `finished_at`, for its project, the key that created it, its `model` as asked, endpoint
         `/v1/fine_tuning/jobs`, one request. The job is marked counted in the same transaction, so each job
         counts exactly once however often (and from however many processes) this runs. Returns how many."""
+        ...
+
+    async def exchange_rate_usage(self, mine: list[RateUsage], now: int, *, window: int,
+                                  keep: int) -> list[RateUsage]:
+        """Store each of `mine` (replacing its series' row, stamped `now`) in one transaction, deleting the rows
+        not updated since `now - keep`; then return every series updated at or after `now - window`, this
+        caller's included. With `mine` empty nothing is written. A series' `used` is replaced, never added to,
+        so a retried call changes nothing."""
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.records import UsageRecord, UsageTotal
+from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
 from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
 from inhouse.storage.tables import FINE_TUNING_ENDPOINT, NO_KEY, USAGE_GROUPABLE
 
@@ -18,6 +18,13 @@ _ADD = (
     "output_tokens = output_tokens + excluded.output_tokens, images = images + excluded.images, "
     "trained_tokens = trained_tokens + excluded.trained_tokens"
 )
+
+_RATE_PUT = (
+    "INSERT INTO rate_limit_usage (series, owner, kind, per_minute, used, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (series) DO UPDATE SET per_minute = excluded.per_minute, used = excluded.used, "
+    "updated_at = excluded.updated_at"
+)
+_RATE_GET = "SELECT series, owner, kind, per_minute, used FROM rate_limit_usage WHERE updated_at >= ? ORDER BY series"
 
 
 class SqliteUsage:
@@ -70,3 +77,12 @@ class SqliteUsage:
                                  for _, minute, project, key, model, tokens in jobs])
             c.executemany("UPDATE fine_tuning_jobs SET usage_counted = 1 WHERE seq = ?", [(j[0],) for j in jobs])
         return len(jobs)
+
+    @on_db_thread
+    def exchange_rate_usage(self, mine: list[RateUsage], now: int, *, window: int, keep: int) -> list[RateUsage]:
+        if mine:  # nothing to store: a read, no write transaction (and no fsync) every second
+            with self.db.write() as c:
+                c.executemany(_RATE_PUT, [(u.series, u.owner, u.kind, u.per_minute, u.used, now) for u in mine])
+                c.execute("DELETE FROM rate_limit_usage WHERE updated_at < ?", (now - keep,))
+        rows = self.db.conn.execute(_RATE_GET, (now - window,)).fetchall()
+        return [RateUsage(*r) for r in rows]
