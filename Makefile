@@ -61,6 +61,7 @@ bench: install-test
 	$(PY) bench/images.py
 	$(PY) bench/default_image_model.py
 	$(PY) bench/batches.py
+	$(PY) bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) data

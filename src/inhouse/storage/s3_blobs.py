@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import hashlib
@@ -32,6 +33,7 @@ _KEY = re.compile(r"^[a-z]+(/[A-Za-z0-9_-]+)+$")  # the local store's: keys are 
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 PART_SIZE = 8 * 1024 * 1024  # S3 wants >= 5 MiB for every part but the last; 8 MiB keeps 10,000 parts > 78 GiB
 _THREADS = 16
+_PARTS_IN_FLIGHT = 3  # per writer: boto3's transfers send 10, but each part in flight holds PART_SIZE of memory
 _T = TypeVar("_T")
 
 
@@ -74,8 +76,9 @@ def _md5(data: bytes) -> str:
 
 
 class S3BlobWriter:
-    """Buffers up to one part; a full part is hashed and uploaded off the loop while the next one fills, so
-    memory stays within two parts. The multipart upload starts with the first full part."""
+    """Buffers up to one part; full parts are uploaded off the loop, up to _PARTS_IN_FLIGHT at once (as boto3's
+    own transfers do: one request at a time leaves a stream as slow as one request), while the next part fills.
+    Memory stays within _PARTS_IN_FLIGHT + 1 parts. The multipart upload starts with the first full part."""
 
     def __init__(self, store: S3BlobStore, key: str) -> None:
         self._store = store
@@ -84,31 +87,44 @@ class S3BlobWriter:
         self._size = 0
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._inflight: asyncio.Future[None] | None = None
+        self._parts: list[dict[str, Any]] = []  # appended as parts finish, in any order; sorted to complete
+        self._next_part = 1
+        self._inflight: collections.deque[asyncio.Future[None]] = collections.deque()  # part uploads, oldest first
+        self._hashing: asyncio.Future[None] | None = None  # the newest part's sha256 update
         self._done = False
 
-    def _upload_part_sync(self, data: bytes) -> None:
-        # Runs one at a time and in order (the next part waits for this one), so the hash sees bytes in order.
-        self._hash.update(data)
-        client = self._store.client
-        if self._upload_id is None:
-            self._upload_id = client.create_multipart_upload(Bucket=self._store.bucket, Key=self._key)["UploadId"]
-            self._store.live_uploads[self._upload_id] = self
-        number = len(self._parts) + 1
-        etag = client.upload_part(Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id,
-                                  PartNumber=number, Body=data, ContentMD5=_md5(data))["ETag"]
+    def _create_sync(self) -> None:
+        self._upload_id = self._store.client.create_multipart_upload(Bucket=self._store.bucket,
+                                                                     Key=self._key)["UploadId"]
+        self._store.live_uploads[self._upload_id] = self
+
+    def _upload_part_sync(self, number: int, data: bytes) -> None:
+        etag = self._store.client.upload_part(Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id,
+                                              PartNumber=number, Body=data, ContentMD5=_md5(data))["ETag"]
         self._parts.append({"ETag": etag, "PartNumber": number})
 
     async def _wait_inflight(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
+        """Until every part sent so far is hashed and uploaded; raises the first part's error, if any."""
+        pending = [*self._inflight, *([self._hashing] if self._hashing is not None else [])]
+        self._inflight.clear()
+        self._hashing = None
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, Exception):
+                raise result
 
     async def _send_part(self) -> None:
-        await self._wait_inflight()
         data, self._buf = bytes(self._buf), bytearray()
-        self._inflight = self._store.submit(self._upload_part_sync, data)
+        if self._upload_id is None:
+            await self._store.submit(self._create_sync)
+        # The hash takes parts one at a time, in order: a part's update starts once the previous one's is done.
+        if self._hashing is not None:
+            await self._hashing
+        self._hashing = self._store.submit(self._hash.update, data)
+        while len(self._inflight) >= _PARTS_IN_FLIGHT:
+            await self._inflight[0]  # popped only once done, so an abort still waits for it if this is cancelled
+            self._inflight.popleft()
+        number, self._next_part = self._next_part, self._next_part + 1
+        self._inflight.append(self._store.submit(self._upload_part_sync, number, data))
 
     async def write(self, data: bytes) -> None:
         if self._done:
@@ -126,10 +142,11 @@ class S3BlobWriter:
 
     def _complete_sync(self, last: bytes) -> None:
         if last:
-            self._upload_part_sync(last)
+            self._hash.update(last)  # every earlier part is hashed and uploaded (commit waited for them)
+            self._upload_part_sync(self._next_part, last)
         self._store.client.complete_multipart_upload(
             Bucket=self._store.bucket, Key=self._key, UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts})
+            MultipartUpload={"Parts": sorted(self._parts, key=lambda part: int(part["PartNumber"]))})
 
     async def commit(self) -> tuple[int, str]:
         """Make the object appear under its key, durable; only then may a metadata row point at it."""
@@ -216,7 +233,11 @@ class S3BlobStore:
             connect_timeout=10,
             read_timeout=120,
             # Path-style for a named endpoint: most S3-compatible servers have no wildcard DNS for buckets.
-            s3={"addressing_style": "path" if self.endpoint else "auto"},
+            # No SigV4 payload hash (UNSIGNED-PAYLOAD, as botocore does itself over https when a Content-MD5 is
+            # sent): every part and object we write carries a Content-MD5 the server checks (SeaweedFS does not
+            # check the payload hash at all), and hashing each part again cost a fifth of the server's CPU per
+            # upload on a plain-http endpoint.
+            s3={"addressing_style": "path" if self.endpoint else "auto", "payload_signing_enabled": False},
             # We send Content-MD5 ourselves; the newer default CRC trailers are not understood by every
             # S3-compatible server.
             request_checksum_calculation="when_required",

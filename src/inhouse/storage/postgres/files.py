@@ -24,7 +24,8 @@ class PostgresFiles:
         self.db = db
 
     async def insert_file(self, file: FileRecord) -> None:
-        async with self.db.write() as c:
+        # One statement, atomic alone: autocommit spares the BEGIN and COMMIT round trips of db.write().
+        async with self.db.pool.connection() as c:
             await insert_file_row(c, file)
 
     async def get_file(self, project_id: str, file_id: str, now: int) -> FileRecord | None:
