@@ -1,13 +1,25 @@
-"""Benchmark: chat-completion tokens/s through the API vs raw `generate` on the same model, prompt and
-greedy settings, in one run. Usage: python bench/chat.py [--tokens 64] [--rounds 3]"""
+"""Benchmark: chat serving on the default model, in one run.
+
+1. One greedy stream of --tokens new tokens through the API vs the engine's raw loop (Hugging Face generate on the
+   same weights, prompt and settings) and vs llama.cpp on the same weights converted to an F32 GGUF (run by
+   --llama-python, an interpreter with llama-cpp-python; reported as missing without one).
+2. Eight concurrent streams, each a different fine-tuned model (LoRA adapter), decoded in one batch: aggregate
+   tokens/s vs one adapter stream alone; time to first token (TTFT) of requests that arrive while they run vs
+   unloaded, and of the eight themselves (arriving together).
+3. The time from a fine-tuning job's `succeeded` (seen by polling every 20 ms) to the first token of its model.
+
+Usage: python bench/chat.py [--tokens 128] [--rounds 3] [--llama-python /path/to/python]"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,12 +34,120 @@ from inhouse.config import Settings
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+ADAPTERS = 8
+
+LLAMA_SCRIPT = r"""
+import json, sys, time
+import llama_cpp
+path, ids, tokens, rounds = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+import os
+llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_threads=os.cpu_count(), n_batch=512, verbose=False)
+out = []
+for _ in range(rounds + 1):
+    llm.reset()
+    t = time.perf_counter()
+    got = []
+    for tok in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        got.append(tok)
+        if len(got) == tokens:
+            break
+    out.append((len(got) / (time.perf_counter() - t), got))
+print(json.dumps(out))
+"""
+
+
+def raw_loop(path: Path, ids: list[int], tokens: int, rounds: int) -> tuple[float, list[int]]:
+    """The engine's loop for one row, bare: Hugging Face generate, greedy, on the same weights and prompt."""
+    tok = load_tokenizer(path)
+    model = load_model(path, 0)
+    t_ids = torch.tensor([ids])
+    runs, new = [], []
+    for _ in range(rounds + 1):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            seq = model.generate(input_ids=t_ids, attention_mask=torch.ones_like(t_ids), do_sample=False,
+                                 max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+        runs.append((seq.shape[1] - len(ids)) / (time.perf_counter() - t))
+        new = seq[0, len(ids):].tolist()
+    del model
+    return statistics.median(runs[1:]), new
+
+
+def llama_cpp(python: str | None, path: Path, ids: list[int], tokens: int, rounds: int, work: Path
+              ) -> tuple[float, list[int]] | str:
+    """llama.cpp on the same weights (converted to F32 GGUF by llama.cpp's own converter), greedy, all cores,
+    without OMP_WAIT_POLICY=PASSIVE (it runs slower with it)."""
+    if python is None:
+        return "not measured: pass --llama-python (an interpreter with llama-cpp-python)"
+    converter = os.environ.get("LLAMA_CONVERT", "")
+    gguf = work / "model-f32.gguf"
+    if not gguf.exists():
+        if not converter:
+            return "not measured: set LLAMA_CONVERT to llama.cpp's convert_hf_to_gguf.py"
+        subprocess.run([sys.executable, converter, str(path), "--outtype", "f32", "--outfile", str(gguf)],
+                       check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([python, "-c", LLAMA_SCRIPT, str(gguf), json.dumps(ids), str(tokens), str(rounds)],
+                          check=True, capture_output=True, text=True, env=env)
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    return statistics.median(r[0] for r in runs[1:]), runs[-1][1]
+
+
+class Stream:
+    """One streamed chat completion, timed: start, first content token, end, completion tokens."""
+
+    def __init__(self, client: openai.OpenAI, model: str, tokens: int) -> None:
+        self.client, self.model, self.tokens = client, model, tokens
+        self.start = self.first = self.end = 0.0
+        self.completion = 0
+        self.text = ""
+
+    def run(self) -> Stream:
+        self.start = time.perf_counter()
+        for chunk in self.client.chat.completions.create(
+                model=self.model, messages=MESSAGES, temperature=0, max_tokens=self.tokens, stream=True,
+                stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                if not self.first:
+                    self.first = time.perf_counter()
+                self.text += chunk.choices[0].delta.content
+            if chunk.usage is not None:
+                self.completion = chunk.usage.completion_tokens
+        self.end = time.perf_counter()
+        return self
+
+    @property
+    def ttft(self) -> float:
+        return self.first - self.start
+
+    @property
+    def rate(self) -> float:
+        return self.completion / (self.end - self.start)
+
+
+def fine_tune(client: openai.OpenAI, training: str, suffix: str) -> str:
+    job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training, suffix=suffix, seed=len(suffix),
+                                         hyperparameters={"n_epochs": 1, "batch_size": 4,
+                                                          "learning_rate_multiplier": 20.0})
+    return job.id
+
+
+def wait_succeeded(client: openai.OpenAI, job_id: str, poll: float = 0.02) -> tuple[str, float]:
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status == "succeeded":
+            assert job.fine_tuned_model
+            return job.fine_tuned_model, time.perf_counter()
+        if job.status in ("failed", "cancelled"):
+            raise RuntimeError(f"fine-tuning job {job_id} {job.status}: {job.error}")
+        time.sleep(poll)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--llama-python", default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         data = Path(tmp) / "data"
@@ -35,34 +155,75 @@ def main() -> None:
         entry = next(e for e in settings.models if e.kind == "chat")
         path = model_dir(entry, data / "models")  # converts the packaged GGUF once
         tok = load_tokenizer(path)
-        model = load_model(path, 0)
         text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-        raw = []
-        for _ in range(args.rounds + 1):
-            t = time.perf_counter()
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)
-            raw.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - t))
-        del model
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        raw_tps, raw_ids = raw_loop(path, ids, args.tokens, args.rounds)
+        llama = llama_cpp(args.llama_python, path, ids, args.tokens, args.rounds, Path(tmp))
+
         server = ServeProcess(data).start()
         server.settle()
-        api = []
         try:
-            client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600)
-            for _ in range(args.rounds + 1):
-                t = time.perf_counter()
-                r = client.chat.completions.create(model=entry.id, messages=MESSAGES, temperature=0,
-                                                   max_tokens=args.tokens)
-                api.append(r.usage.completion_tokens / (time.perf_counter() - t))
+            client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600, max_retries=0)
+            single = [Stream(client, entry.id, args.tokens).run() for _ in range(args.rounds + 1)][1:]
+            api_tps = statistics.median(s.rate for s in single)
+            unloaded_ttft = statistics.median(Stream(client, entry.id, 1).run().ttft for _ in range(5))
+            same_text = single[-1].text == tok.decode(raw_ids[:single[-1].completion], skip_special_tokens=True)
+
+            lines = [json.dumps({"messages": [*MESSAGES, {"role": "assistant", "content": f"Story {i}: the keeper "
+                                                          "lit the lamp and the storm came."}]}) for i in range(4)]
+            training = client.files.create(file=("t.jsonl", "\n".join(lines).encode()), purpose="fine-tune").id
+            first_job = fine_tune(client, training, "a0")
+            first_model, seen = wait_succeeded(client, first_job)
+            probe = Stream(client, first_model, 1).run()
+            ready = probe.first - seen
+            jobs = [fine_tune(client, training, f"a{i}") for i in range(1, ADAPTERS)]
+            models = [first_model] + [wait_succeeded(client, j)[0] for j in jobs]
+            server.settle()
+
+            alone_runs, aggregate_runs, together_ttft, loaded_ttft = [], [], [], []
+            for _ in range(args.rounds):
+                alone_runs.append(Stream(client, models[1], args.tokens).run().rate)
+                streams = [Stream(client, m, args.tokens) for m in models]
+                threads = [threading.Thread(target=s.run) for s in streams]
+                t0 = time.perf_counter()
+                for t in threads:
+                    t.start()
+                while not all(s.first for s in streams):
+                    time.sleep(0.005)
+                while any(t.is_alive() for t in threads):  # requests arriving at the loaded server
+                    p = Stream(client, entry.id, 1).run()
+                    if any(t.is_alive() for t in threads):
+                        loaded_ttft.append(p.ttft)
+                    time.sleep(0.05)
+                for t in threads:
+                    t.join()
+                wall = max(s.end for s in streams) - t0
+                aggregate_runs.append(sum(s.completion for s in streams) / wall)
+                together_ttft.extend(s.ttft for s in streams)
         finally:
             server.stop()
-    raw_tps, api_tps = statistics.median(raw[1:]), statistics.median(api[1:])  # first round warms up
-    print(f"model {entry.id}, greedy, {args.tokens} new tokens, median of {args.rounds}")
-    print(f"raw generate     : {raw_tps:6.1f} tokens/s")
-    print(f"chat completions : {api_tps:6.1f} tokens/s (over HTTP, tokenizing and templating included)")
-    print(f"ratio            : {api_tps / raw_tps:6.2f}  (aim >= 0.9)")
+
+    alone, aggregate = statistics.median(alone_runs), statistics.median(aggregate_runs)
+    print(f"model {entry.id} (fp32 weights), greedy, {args.tokens} new tokens, median of {args.rounds} rounds, "
+          f"cores={os.cpu_count()}")
+    print(f"raw loop (HF generate)      : {raw_tps:6.1f} tokens/s")
+    print(f"API, one stream             : {api_tps:6.1f} tokens/s  ratio to raw loop {api_tps / raw_tps:5.2f} "
+          "(aim >= 0.9); same text as the raw loop: " + str(same_text))
+    if isinstance(llama, str):
+        print(f"llama.cpp F32               : {llama}")
+    else:
+        print(f"llama.cpp F32               : {llama[0]:6.1f} tokens/s  ratio API / llama.cpp "
+              f"{api_tps / llama[0]:5.2f} (aim >= 1.0); same greedy tokens as HF: {llama[1] == raw_ids}")
+    print(f"one adapter stream alone    : {alone:6.1f} tokens/s")
+    print(f"{ADAPTERS} adapters, one stream each: {aggregate:6.1f} tokens/s aggregate  ratio {aggregate / alone:5.2f} "
+          "(aim >= 4)")
+    print(f"TTFT unloaded p50           : {unloaded_ttft * 1000:6.0f} ms")
+    print(f"TTFT arriving under load p50: {statistics.median(loaded_ttft) * 1000:6.0f} ms  ratio "
+          f"{statistics.median(loaded_ttft) / unloaded_ttft:5.2f} (aim <= 2; {len(loaded_ttft)} requests)")
+    print(f"TTFT of the {ADAPTERS} arriving together p50: {statistics.median(together_ttft) * 1000:6.0f} ms  ratio "
+          f"{statistics.median(together_ttft) / unloaded_ttft:5.2f}")
+    print(f"fine-tune succeeded -> first token of its model: {ready:5.2f} s (aim <= 2; polled every 20 ms)")
+    print(f"rounds: alone {[round(r, 1) for r in alone_runs]}, aggregate {[round(r, 1) for r in aggregate_runs]}")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,91 @@ def test_unknown_model(llm: openai.OpenAI) -> None:
     assert exc.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         llm.chat.completions.create(model="all-MiniLM-L6-v2", messages=MESSAGES)  # an embedding model
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row_at_once(llm: openai.OpenAI, llm_server: ServerHandle,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)  # loads the engine
+    engine = llm_server.services.chat_engines._engines["tiny-llm"]
+    passes = 0
+    real = engine.forward
+
+    def slow(*args: object) -> object:  # 400 tokens take 4 s or more: the client leaves long before
+        nonlocal passes
+        passes += 1
+        time.sleep(0.01)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "forward", slow)
+    no_end = {str(t): -100 for t in engine.eos() | {engine.tok.eos_token_id}}  # it runs to its 400 tokens
+    with httpx2.stream("POST", f"{llm_server.base_url}/chat/completions", timeout=60,
+                       json={"model": "tiny-llm", "messages": MESSAGES, "max_tokens": 400, "stream": True,
+                             "temperature": 0, "logit_bias": no_end}) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")  # the role frame
+        assert next(line for line in lines if line).startswith("data: ")  # generating
+        assert engine.scheduler.load == 1
+    deadline = time.monotonic() + 2
+    while engine.scheduler.load:  # the row left the batch long before its 400 tokens
+        assert time.monotonic() < deadline, "the abandoned stream's row is still decoding"
+        time.sleep(0.01)
+    assert passes < 200
+
+
+def test_concurrent_requests_decode_together_and_the_short_one_ends_first(llm: openai.OpenAI,
+                                                                          llm_server: ServerHandle) -> None:
+    import threading
+    import time
+
+    alone = {n: llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, temperature=0, max_tokens=n)
+             for n in (3, 300)}
+    ended: dict[int, float] = {}
+    answers: dict[int, openai.types.chat.ChatCompletion] = {}
+
+    def ask(n: int) -> None:
+        answers[n] = llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, temperature=0, max_tokens=n)
+        ended[n] = time.monotonic()
+
+    long = threading.Thread(target=ask, args=(300,))
+    long.start()
+    engine = llm_server.services.chat_engines._engines["tiny-llm"]
+    deadline = time.monotonic() + 30
+    while not engine.scheduler.load:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    ask(3)
+    long.join(120)
+    assert ended[3] < ended[300]  # not queued behind the long one
+    for n in (3, 300):
+        assert answers[n].choices[0].message.content == alone[n].choices[0].message.content
+        assert answers[n].usage == alone[n].usage
+
+
+def test_streamed_choices_decode_together_and_match_the_plain_answer(llm: openai.OpenAI) -> None:
+    kwargs = {"model": "tiny-llm", "messages": MESSAGES, "max_tokens": 12, "n": 3, "temperature": 1.3, "seed": 9}
+    plain = llm.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    texts = ["", "", ""]
+    order: list[int] = []
+    finish: dict[int, str] = {}
+    for chunk in llm.chat.completions.create(**kwargs, stream=True):  # type: ignore[call-overload]
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            if c.delta.content:
+                order.append(c.index)
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    assert texts == [c.message.content for c in plain.choices]  # the same seed, the same choices
+    assert finish == {c.index: c.finish_reason for c in plain.choices}
+    assert len(set(texts)) > 1  # each choice draws its own
+    last_of_0 = max(i for i, x in enumerate(order) if x == 0)
+    assert order.index(1) < last_of_0 and order.index(2) < last_of_0, order  # together, not one after another
+    completions = llm.completions.create(model="tiny-llm", prompt=["a b", "c"], max_tokens=5, n=2, temperature=1.0,
+                                         seed=3)
+    streamed = ["", "", "", ""]
+    for chunk in llm.completions.create(model="tiny-llm", prompt=["a b", "c"], max_tokens=5, n=2, temperature=1.0,
+                                        seed=3, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] += c.text
+    assert streamed == [c.text for c in completions.choices]

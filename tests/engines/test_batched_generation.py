@@ -1,6 +1,7 @@
-"""Batched generation on the tiny chat model: each row of CausalEngine.generate_batch answers what generate answers
-(greedy text, stop strings, max tokens), finished rows leave the batch, seeded rows reproduce, and
-ChatService.generate_many gives n choices per item and an error per bad item without failing the others."""
+"""Batched generation on the tiny chat model: each row of the engine's decode batch answers what Hugging Face
+generate answers alone (greedy text, stop strings, max tokens), finished rows leave the batch, seeded rows
+reproduce, and ChatService.generate_many gives n choices per item and an error per bad item without failing the
+others."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def prompt(engine: CausalEngine, words: str) -> list[int]:
 
 
 def one_by_one(engine: CausalEngine, rows: list[tuple[list[int], SamplingParams]]) -> list[Generated]:
-    return [engine.generate(ids, params, 1, None)[0] for ids, params in rows]
+    """The reference: each row alone through Hugging Face generate."""
+    return [engine.generate_exact(ids, params) for ids, params in rows]
 
 
 def test_greedy_rows_of_different_lengths_answer_what_generate_answers(engine: CausalEngine) -> None:
@@ -71,41 +73,29 @@ def test_greedy_rows_of_different_lengths_answer_what_generate_answers(engine: C
     assert len({g.text for g in batch}) == len(WORDS)  # a real continuation per prompt, not one shared answer
 
 
-def test_larger_requests_are_split_into_bounded_batches(engine: CausalEngine, monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_larger_requests_wait_within_the_batch_bounds(engine: CausalEngine, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
     rows = [(prompt(engine, w), greedy(6)) for w in WORDS]
     expected = engine.generate_batch(rows, None)
+    assert expected == one_by_one(engine, rows)
     widths: list[int] = []
     hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]),
                                                   with_kwargs=True)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     try:
-        monkeypatch.setattr(engine, "max_batch_rows", 3)
-        assert engine.batches(rows) == [order[0:3], order[3:6], order[6:8]]  # by prompt length, 3 at most
+        monkeypatch.setattr(engine.scheduler, "max_rows", 3)
+        assert engine.generate_batch(rows, None, background=False) == expected
+        assert max(widths) == 3  # never more than 3 rows in a step; rows joined as others left
+        widths.clear()
         assert engine.generate_batch(rows, None) == expected
-        assert max(widths) == 3 and widths.count(3) == 2 * 6  # two batches of 3, each 6 forwards long
-        monkeypatch.setattr(engine, "max_batch_rows", 16)
+        assert max(widths) == 1  # batch work fills at most half of the rows (at least one)
+        widths.clear()
+        monkeypatch.setattr(engine.scheduler, "max_rows", 16)
         limit = 2 * (max(len(ids) for ids, _ in rows) + 6)  # the two longest rows fit, a third does not
-        monkeypatch.setattr(engine, "max_batch_tokens", limit)
-        batches = engine.batches(rows)
-        assert len(batches) > 2
-        assert all(len(b) * (max(len(rows[i][0]) for i in b) + 6) <= limit for b in batches)
-        assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+        monkeypatch.setattr(engine.scheduler, "max_tokens", limit)
         assert engine.generate_batch(rows, None) == expected
+        assert 2 <= max(widths) < len(rows)
     finally:
         hook.remove()
-
-
-def test_a_batch_is_bounded_by_its_padded_width() -> None:
-    from inhouse.engines.causal.batched import plan
-
-    short_long = ([1] * 10, greedy(500))  # short prompt, long answer
-    long_short = ([1] * 100, greedy(10))
-    # Together they pad to 100 + 500 tokens a row: 1200 > 1100, although neither row alone passes 510.
-    assert plan([short_long, long_short], 16, 1100) == [[0], [1]]
-    assert plan([short_long, long_short], 16, 1200) == [[0, 1]]
-    assert plan([long_short, short_long, long_short], 2, 10**6) == [[1, 0], [2]]  # by prompt length
-    assert plan([([1] * 50, greedy(5000))], 16, 1000) == [[0]]  # too wide alone: runs alone
 
 
 def test_finished_rows_leave_the_batch(engine: CausalEngine) -> None:
@@ -118,8 +108,9 @@ def test_finished_rows_leave_the_batch(engine: CausalEngine) -> None:
         batch = engine.generate_batch(rows, None)
     finally:
         hook.remove()
-    # Prefill and the second token with all three rows; the 8 tokens left of the long row alone.
-    assert widths == [3, 3] + [1] * 8
+    # One prefill for the two rows of one prompt, one for the other; the second token with all three rows; the
+    # 8 tokens left of the long row alone.
+    assert widths == [1, 1, 3] + [1] * 8
     assert [g.tokens for g in batch] == [2, 10, 2]
     assert batch == one_by_one(engine, rows)
 
@@ -266,8 +257,8 @@ def test_generate_many_gives_n_choices_per_item_and_errors_per_item(chat: tuple[
 
 
 def test_a_live_request_goes_between_two_steps_of_a_batch(engine: CausalEngine) -> None:
-    """A live generate that arrives while a long batch decodes runs at the batch's next step and ends long
-    before the batch; the batch's answers are the same as when it runs alone."""
+    """A live generate that arrives while a long batch decodes joins it at the next step and ends long before
+    the batch; the batch's answers are the same as when it runs alone."""
     import threading
     import time
 
@@ -275,14 +266,12 @@ def test_a_live_request_goes_between_two_steps_of_a_batch(engine: CausalEngine) 
     alone = engine.generate_batch(rows, None)
     steps = 0
     done: dict[str, float] = {}
-    original = engine._background_step
 
-    def counted() -> Any:
+    def counted(*_: Any) -> None:
         nonlocal steps
         steps += 1
-        return original()
 
-    engine._background_step = counted  # type: ignore[method-assign]
+    hook = engine.model.register_forward_pre_hook(counted)
     try:
         result: list[Generated] = []
         batch = threading.Thread(target=lambda: (result.extend(engine.generate_batch(rows, None)),
@@ -297,7 +286,7 @@ def test_a_live_request_goes_between_two_steps_of_a_batch(engine: CausalEngine) 
         at_live = steps
         batch.join(120)
     finally:
-        engine._background_step = original  # type: ignore[method-assign]
+        hook.remove()
     assert live[0].tokens == 3
     assert done["live"] < done["batch"], (at_live, steps)  # not queued behind the batch
     assert at_live - before < 20, (before, at_live)  # within a few of the batch's 300 steps

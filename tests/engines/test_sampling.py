@@ -191,13 +191,13 @@ def test_logit_bias_forces_or_bans_a_token_even_when_greedy(plain: CausalEngine)
     assert newline not in tokens_of(plain, banned) and banned.tokens == 6
 
 
-def test_penalised_rows_are_the_same_in_generate_and_generate_batch(engine: CausalEngine) -> None:
+def test_penalised_rows_in_the_batch_are_what_generate_makes_alone(engine: CausalEngine) -> None:
     ids = [ask(engine, w) for w in ("hello", "the moon and the sun", "cat dog")]
     extra = {"frequency_penalty": 1.2, "presence_penalty": -0.7, "logit_bias": ((token(engine, " cat"), 3.0),)}
     rows = [(ids[0], greedy(12, **extra)), (ids[1], replace(greedy(12, **extra), temperature=1.3, seed=5)),
             (ids[2], replace(greedy(10), temperature=0.9, top_p=0.9, seed=11, frequency_penalty=2.0))]
     batch = engine.generate_batch(rows, None)
-    assert batch == [engine.generate(i, p, 1, None)[0] for i, p in rows]
+    assert batch == [engine.generate_exact(i, p) for i, p in rows]  # Hugging Face generate, through its hooks
     assert engine.generate_batch(rows, None) == batch  # seeded: reproducible
     unpenalised = engine.generate_batch([(i, replace(p, frequency_penalty=0.0, presence_penalty=0.0,
                                                       logit_bias=())) for i, p in rows], None)
@@ -214,7 +214,7 @@ def test_json_mode_output_parses(engine: CausalEngine, seed: int, temperature: f
     params = SamplingParams(80, temperature, 0.95, (), seed, constraint=JSON_MODE)
     ids = ask(engine)
     [out] = engine.generate(ids, params, 1, None)
-    assert engine.generate_batch([(ids, params)], None) == [out]  # the same seam in both loops
+    assert engine.generate_exact(ids, params) == out  # the same seam in the batch loop and in generate
     if out.finish_reason == "stop":
         assert isinstance(json.loads(out.text), dict)
     else:  # cut by max_tokens, as OpenAI cuts it: a prefix of a JSON object
@@ -247,7 +247,7 @@ def test_schema_output_parses_and_matches(engine: CausalEngine, seed: int) -> No
                             constraint=Constraint(Grammar(compile_schema(PERSON))))
     ids = ask(engine, "a person as json")
     [out] = engine.generate_batch([(ids, params)], None)
-    assert engine.generate(ids, params, 1, None) == [out]
+    assert engine.generate_exact(ids, params) == out
     if out.finish_reason == "stop":
         jsonschema.validate(json.loads(out.text), PERSON)
     else:
@@ -277,7 +277,7 @@ def test_a_forbidden_string_is_never_written(plain: CausalEngine) -> None:
     params = greedy(10, constraint=Constraint(forbid=(b"\n\n",)))
     out = plain.generate(ids, params, 1, None)[0]
     assert "\n\n" not in out.text and out.tokens == 10
-    assert plain.generate_batch([(ids, params)], None) == [out]
+    assert plain.generate_exact(ids, params) == out
 
 
 def test_the_token_table_spells_what_the_tokenizer_decodes(engine: CausalEngine) -> None:

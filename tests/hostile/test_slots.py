@@ -51,20 +51,20 @@ def _raw_stream(server: ServerHandle) -> socket.socket:
 
 
 class Gate:
-    """Holds every stream of the chat engine before it starts until opened; counts the streams held."""
+    """Holds the chat engine's batch at its next forward pass until opened; counts the passes held."""
 
     def __init__(self, server: ServerHandle) -> None:
         self.opened = threading.Event()
         self.waiting = 0
         engine = server.services.chat_engines._engines["tiny-llm"]
-        real = engine.stream
+        real = engine.forward
 
-        def gated(*args: Any) -> Iterator[Any]:
+        def gated(*args: Any) -> Any:
             self.waiting += 1
             self.opened.wait(60)
-            yield from real(*args)
+            return real(*args)
 
-        engine.stream = gated  # type: ignore[method-assign]
+        engine.forward = gated  # type: ignore[method-assign]
 
     def wait_for(self, n: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -139,10 +139,11 @@ def test_file_io_does_not_wait_for_model_threads(settings_factory: Any, tiny_llm
         client = make_client(server.base_url, timeout=15)
         client.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)
         gate = Gate(server)
-        # More held streams than asyncio's default pool has threads: every model thread is busy.
+        # More held streams than asyncio's default pool has threads: the model's batch is held at a pass,
+        # every stream waits on it.
         streams = [_raw_stream(server) for _ in range(min(32, (os.cpu_count() or 1) + 4) + 2)]
         try:
-            gate.wait_for(2)
+            gate.wait_for(1)
             time.sleep(0.5)
             f = client.files.create(file=("a.jsonl", b'{"prompt": "a", "completion": "b"}\n'), purpose="fine-tune")
             assert client.files.content(f.id).read() == b'{"prompt": "a", "completion": "b"}\n'

@@ -96,20 +96,21 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
         completion = 0
         prompt_tokens = 0
         try:
+            chunks, prompt_tokens = await chat.stream(target, encoded, n)
+            choices = [ChoiceStream(plan) for _ in range(n)]  # content deltas, and tool calls once whole
             for index in range(n):
-                chunks, prompt_tokens = await chat.stream(target, encoded)
                 yield _sse({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                  "logprobs": None, "finish_reason": None}]})
-                choice = ChoiceStream(plan)  # content deltas, and tool calls once the choice is whole
-                async for delta, final in chunks:
-                    due, reason = choice.finish(final) if final is not None else (choice.delta(delta), None)
-                    for d in due:
-                        yield _sse({**base, "choices": [{"index": index, "delta": d, "logprobs": None,
-                                                         "finish_reason": None}]})
-                    if final is not None:
-                        completion += final.tokens
-                        yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
-                                                         "finish_reason": reason}]})
+            async for index, delta, final in chunks:
+                choice = choices[index]
+                due, reason = choice.finish(final) if final is not None else (choice.delta(delta), None)
+                for d in due:
+                    yield _sse({**base, "choices": [{"index": index, "delta": d, "logprobs": None,
+                                                     "finish_reason": None}]})
+                if final is not None:
+                    completion += final.tokens
+                    yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
+                                                     "finish_reason": reason}]})
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": usage_of(prompt_tokens, completion)})
         except Exception as exc:
@@ -157,21 +158,21 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep, 
         prompt_total, completion = 0, 0
         try:
             for p_index, (text, enc) in enumerate(zip(prompts, encoded, strict=True)):
-                for j in range(n):
-                    index = p_index * n + j
-                    chunks, prompt_tokens = await chat.stream(target, enc)
-                    prompt_total += prompt_tokens
-                    if echo:
-                        yield _sse({**base, "choices": [{"text": text, "index": index, "logprobs": None,
+                chunks, prompt_tokens = await chat.stream(target, enc, n)
+                prompt_total += prompt_tokens  # once per prompt, as the plain answer counts it
+                if echo:
+                    for j in range(n):
+                        yield _sse({**base, "choices": [{"text": text, "index": p_index * n + j, "logprobs": None,
                                                          "finish_reason": None}]})
-                    async for delta, final in chunks:
-                        if final is not None:
-                            completion += final.tokens
-                            yield _sse({**base, "choices": [{"text": "", "index": index, "logprobs": None,
-                                                             "finish_reason": final.finish_reason}]})
-                        elif delta:
-                            yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
-                                                             "finish_reason": None}]})
+                async for j, delta, final in chunks:
+                    index = p_index * n + j
+                    if final is not None:
+                        completion += final.tokens
+                        yield _sse({**base, "choices": [{"text": "", "index": index, "logprobs": None,
+                                                         "finish_reason": final.finish_reason}]})
+                    elif delta:
+                        yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
+                                                         "finish_reason": None}]})
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": usage_of(prompt_total, completion)})
         except Exception as exc:

@@ -1,25 +1,24 @@
 """Chat completions and legacy completions on base models, fine-tuned models and their checkpoints
-(LoRA adapters applied on the base). Generation runs off the event loop; a bounded queue answers 429."""
+(LoRA adapters applied on the base, per row of one decode batch). Generation runs on each model's scheduler
+thread; a bounded queue answers 429."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from inhouse import observability
 from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
 from inhouse.engines.causal.data import calls_as_text
-from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams
+from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams, choice_params
+from inhouse.engines.causal.multi_lora import Adapter
+from inhouse.engines.causal.scheduler import Row, Sink
 from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InhouseError, InvalidRequest
@@ -27,9 +26,6 @@ from inhouse.services.admission import Admission
 from inhouse.services.models import ModelsService, model_not_found
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
 
-T = TypeVar("T")
-ADAPTER_CACHE_COUNT = 16  # adapters' bytes kept after use (the engine keeps 8 attached per base model)
-ADAPTER_CACHE_BYTES = 256 * 1024 * 1024
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
@@ -127,9 +123,6 @@ class ChatService:
                                "Too many generation requests are waiting; retry shortly.", 2.0, kind="chat")
         self.executors = executors
         self._full: dict[str, bool] = {}
-        # Adapter bytes read on the event loop, handed to the engine (which attaches an adapter on its thread
-        # when it does not hold it yet); kept a while, so a busy adapter is not read for every request.
-        self._adapter_bytes: OrderedDict[str, bytes] = OrderedDict()
 
     async def _is_full(self, key: str) -> bool:
         if key not in self._full:
@@ -236,50 +229,73 @@ class ChatService:
             out.append(Encoded(ids, replace(params, max_new_tokens=room)))
         return out
 
-    async def _adapter(self, target: Target) -> tuple[str, Callable[[], bytes]] | None:
-        """The target's LoRA adapter as the engine takes it: its key, and its bytes (read here, on the loop)."""
+    async def _adapter(self, engine: CausalEngine, target: Target) -> Adapter | None:
+        """The target's LoRA adapter, parsed by the engine (which keeps the newest); its bytes are read here, on
+        the loop, only when the engine does not hold it."""
         key = target.adapter_key
         if key is None:
             return None
-        data = self._adapter_bytes.get(key)
-        if data is None:
+        adapter = engine.cached_adapter(key)
+        if adapter is None:
             data = await read_all(self.blobs, key)
-            self._adapter_bytes[key] = data
-            # Bounded in count and bytes, least recently used first out; the newest stays even when alone past
-            # the byte bound (it is in use now).
-            while len(self._adapter_bytes) > 1 and (
-                    len(self._adapter_bytes) > ADAPTER_CACHE_COUNT
-                    or sum(map(len, self._adapter_bytes.values())) > ADAPTER_CACHE_BYTES):
-                self._adapter_bytes.popitem(last=False)
-        self._adapter_bytes.move_to_end(key)
-        return key, lambda: data
+            adapter = await self.executors.run("chat", engine.add_adapter, key, data)
+        return adapter
+
+    async def _results(self, engine: CausalEngine, rows: list[tuple[list[int], SamplingParams]],
+                       adapter: Adapter | None, background: bool) -> list[Generated]:
+        """Submit rows and wait for every result, in order; a caller that is cancelled (its client gone)
+        cancels its rows, which leave the batch at the next step."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Generated]] = [loop.create_future() for _ in rows]
+
+        def settle(future: asyncio.Future[Generated], result: Generated | None, error: BaseException | None) -> None:
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)  # type: ignore[arg-type]
+
+        def sink(future: asyncio.Future[Generated]) -> Sink:
+            def put(text: str, result: Generated | None, error: BaseException | None) -> None:
+                if result is not None or error is not None:
+                    loop.call_soon_threadsafe(settle, future, result, error)
+            return put
+
+        submitted = [engine.row(ids, params, adapter, sink(f), background=background)
+                     for (ids, params), f in zip(rows, futures, strict=True)]
+        engine.submit(submitted)
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for row in submitted:
+                row.cancel()  # no-op for a row that ended
 
     async def generate(self, target: Target, prompts: list[Prompt], params: SamplingParams,
                        n: int, requested_max: int | None = None) -> list[tuple[list[Generated], int]]:
-        """`n` choices for each prompt, with its prompt token count; every prompt is checked before any runs."""
+        """`n` choices for each prompt, with its prompt token count; every prompt is checked before any runs,
+        then every choice of every prompt is a row of the model's batch."""
         with self.admit():
             encoded = await self.encode(target, prompts, params, requested_max)
             engine = await self._registry(target).get(target.entry)
-            adapter = await self._adapter(target)
-            results = []
-            for enc in encoded:
-                engine.busy += 1
+            engine.busy += 1
+            try:
+                adapter = await self._adapter(engine, target)
+                rows = [(enc.ids, choice_params(enc.params, k)) for enc in encoded for k in range(n)]
                 t0 = time.perf_counter()
-                try:
-                    out = await self.executors.run("chat", engine.generate, enc.ids, enc.params, n, adapter)
-                finally:
-                    engine.busy -= 1
-                    engine.last_used = time.monotonic()
-                _record_generation(target, len(enc.ids) * n, sum(o.tokens for o in out), time.perf_counter() - t0)
-                results.append((out, len(enc.ids)))
-            return results
+                done = await self._results(engine, rows, adapter, False)
+            finally:
+                engine.busy -= 1
+                engine.last_used = time.monotonic()
+            _record_generation(target, sum(len(e.ids) for e in encoded) * n, sum(g.tokens for g in done),
+                               time.perf_counter() - t0)
+            return [(done[i * n:(i + 1) * n], len(enc.ids)) for i, enc in enumerate(encoded)]
 
     async def generate_many(self, target: Target, items: list[tuple[Prompt, SamplingParams, int, int | None]]
                             ) -> list[tuple[list[Generated], int] | InhouseError]:
         """For each (prompt, params, n, asked max_tokens) item: its `n` choices and prompt token count, or the
         error that item alone gets (encoded as encode does: context exceeded...). Every choice of every item
-        is one row of CausalEngine.generate_batch; rows run in the engine's bounded batches, one executor call
-        per batch, so the engine's lock is free between batches for interactive requests.
+        is a background row of the model's batch: it joins while no live request waits, and fills at most half
+        of the batch, so interactive requests keep their pace.
 
         The caller holds one slot of self.admit for the whole call (a batch of lines waits as one request);
         this takes none. A model that fails to load raises, as generate does."""
@@ -296,89 +312,66 @@ class ChatService:
                 continue
             encoded[i] = enc
             for copy in range(n):
-                # generate draws n choices from one seeded stream; here each choice has its own generator, so
-                # copies after the first get seeds derived from the item's (different, still reproducible).
-                seed = enc.params.seed
-                if seed is not None and copy:
-                    seed = (seed + copy * 0x9E3779B97F4A7C15) % 2**64
-                rows.append((enc.ids, replace(enc.params, seed=seed)))
+                rows.append((enc.ids, choice_params(enc.params, copy)))
                 owner.append(i)
-        adapter = await self._adapter(target)
         choices: dict[int, list[Generated]] = {i: [] for i in encoded}
-        results: dict[int, Generated] = {}
         engine.busy += 1
         try:
-            for batch in engine.batches(rows):
-                t0 = time.perf_counter()
-                done = await self.executors.run("chat", engine.generate_batch, [rows[r] for r in batch], adapter)
-                _record_generation(target, sum(len(rows[r][0]) for r in batch), sum(g.tokens for g in done),
-                                   time.perf_counter() - t0)
-                results.update(zip(batch, done, strict=True))
+            adapter = await self._adapter(engine, target)
+            t0 = time.perf_counter()
+            done = await self._results(engine, rows, adapter, True)
         finally:
             engine.busy -= 1
             engine.last_used = time.monotonic()
+        _record_generation(target, sum(len(r[0]) for r in rows), sum(g.tokens for g in done),
+                           time.perf_counter() - t0)
         for r, i in enumerate(owner):  # rows were made item by item, copy by copy: choices come out in order
-            choices[i].append(results[r])
+            choices[i].append(done[r])
         return [errors[i] if i in errors else (choices[i], len(encoded[i].ids)) for i in range(len(items))]
 
-    async def stream(self, target: Target, prompt: Encoded) -> tuple[AsyncIterator[tuple[str, Generated | None]], int]:
-        """One streamed choice of a prompt from encode(); the caller holds a slot of self.admit for the whole
-        stream."""
+    async def stream(self, target: Target, prompt: Encoded, n: int = 1
+                     ) -> tuple[AsyncIterator[tuple[int, str, Generated | None]], int]:
+        """The `n` choices of a prompt from encode(), streamed together: (choice, text delta, None) items, and
+        (choice, "", result) once per choice; it ends after the last choice's result. The choices are rows of
+        the batch, seeded as generate seeds them (so streamed and plain answers are the same). The caller holds
+        a slot of self.admit for the whole stream. Closing the iterator early (the client left) cancels the
+        rows: they leave the batch at once."""
         engine = await self._registry(target).get(target.entry)
-        ids, params = prompt.ids, prompt.params
-        adapter = await self._adapter(target)
+        ids = prompt.ids
+        adapter = await self._adapter(engine, target)
+        loop = asyncio.get_running_loop()
+        # Unbounded on purpose: a row sends at most max_new_tokens + 2 items, and a full queue would let a
+        # client that stops reading stall the batch every other row is in.
+        queue: asyncio.Queue[tuple[int, str, Generated | None, BaseException | None]] = asyncio.Queue()
+        t0 = time.perf_counter()
 
-        def timed() -> Iterator[tuple[str, Generated | None]]:
-            # Timed on the model's thread, so a client that reads slowly does not count as generation time.
-            t0 = time.perf_counter()
-            for item in engine.stream(ids, params, adapter):
-                if item[1] is not None:  # the last item; a stream cut off before it is not counted
-                    _record_generation(target, len(ids), item[1].tokens, time.perf_counter() - t0)
-                yield item
+        def sink(choice: int) -> Sink:
+            def put(text: str, result: Generated | None, error: BaseException | None) -> None:
+                if result is not None:  # timed on the model's thread: a client that reads slowly adds nothing
+                    _record_generation(target, len(ids), result.tokens, time.perf_counter() - t0)
+                loop.call_soon_threadsafe(queue.put_nowait, (choice, text, result, error))
+            return put
 
-        async def chunks() -> AsyncIterator[tuple[str, Generated | None]]:
+        rows: list[Row] = [engine.row(ids, choice_params(prompt.params, k), adapter, sink(k), stream=True)
+                           for k in range(n)]
+
+        async def chunks() -> AsyncIterator[tuple[int, str, Generated | None]]:
+            nonlocal t0
             engine.busy += 1
             try:
-                async for item in _in_thread(timed, self.executors.pool("chat")):
-                    yield item
+                t0 = time.perf_counter()
+                engine.submit(rows)
+                left = n
+                while left:
+                    choice, text, result, error = await queue.get()
+                    if error is not None:
+                        raise error
+                    left -= result is not None
+                    yield choice, text, result
             finally:
+                for row in rows:
+                    row.cancel()
                 engine.busy -= 1
                 engine.last_used = time.monotonic()
 
         return chunks(), len(ids)
-
-
-async def _in_thread(make: Callable[[], Iterator[T]], pool: Executor) -> AsyncIterator[T]:
-    """Drive a blocking iterator on a thread of `pool`, handing items to the event loop through a queue."""
-    loop = asyncio.get_running_loop()
-    # Unbounded on purpose: a choice yields at most max_new_tokens items, and a full queue would let a client
-    # that stops reading hold a model thread and the engine's lock for as long as it likes.
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def pump() -> None:
-        try:
-            for item in make():
-                if cancelled.is_set():
-                    return
-                asyncio.run_coroutine_threadsafe(queue.put(("item", item)), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(("done", None)), loop).result()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(queue.put(("error", exc)), loop).result()
-
-    task = loop.run_in_executor(pool, pump)
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "done":
-                break
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        cancelled.set()
-        while not queue.empty():
-            queue.get_nowait()
-        await task
-

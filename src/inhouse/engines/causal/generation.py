@@ -1,30 +1,43 @@
-"""Generation on a base causal LM with LoRA adapters applied per request (cached), off the event loop,
-one generation at a time per model, with stop sequences, streaming and batches of prompts."""
+"""Generation on a causal LM: its rows (requests, choices, batch lines) decoded together by the model's scheduler
+(continuous batching), each with its own LoRA adapter of the model (or none), sampling and stop strings."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inhouse.engines.causal import batched
-from inhouse.engines.causal.adapters import attach_adapter, load_full
+from inhouse.engines.causal import batched, multi_lora
+from inhouse.engines.causal.adapters import load_full
 from inhouse.engines.causal.data import chat_text
 from inhouse.engines.causal.loading import load_model, load_tokenizer
+from inhouse.engines.causal.multi_lora import Adapter
 from inhouse.engines.causal.sampling import Constraint, RowSampler, TokenTable, hf_hooks, row_generator, token_table
+from inhouse.engines.causal.scheduler import Row, Scheduler, Sink
 
-MAX_ADAPTERS = 8  # LoRA adapters kept attached per base model
-# generate_batch's bounds on one batch: rows, and rows x (longest prompt + most new tokens), which bounds its KV
-# cache (~46 KB a token on SmolLM2-135M in float32: 16384 tokens ~ 0.75 GB) and its prefill. Larger requests
-# are split into several batches.
+# Parsed LoRA adapters kept per base model (a rank-8 adapter of SmolLM2-135M is ~8 MB); rows in the batch keep
+# theirs alive after it leaves the cache.
+MAX_ADAPTERS = 32
+# The decode batch's bounds: rows, and rows x (widest cache + most tokens still to come), which bounds its KV
+# cache (~46 KB a token on SmolLM2-135M in float32: 16384 tokens ~ 0.75 GB). Rows past them wait.
 MAX_BATCH_ROWS = 16
 MAX_BATCH_TOKENS = 16384
+# How the choices after the first of a seeded request are seeded (each row draws from its own generator).
+_CHOICE_SEED_STEP = 0x9E3779B97F4A7C15
+
+AdapterSource = tuple[str, Callable[[], bytes]]  # an adapter's key and its bytes (read when not cached)
+
+
+def choice_params(params: SamplingParams, choice: int) -> SamplingParams:
+    """The params of a request's choice number `choice`: the first keeps the request's seed, the others get
+    seeds derived from it (different, still reproducible)."""
+    if params.seed is None or choice == 0:
+        return params
+    return replace(params, seed=(params.seed + choice * _CHOICE_SEED_STEP) % 2**64)
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class _StopOnText:
 
 
 class CausalEngine:
+    """A loaded model and its scheduler. Thread-safe: any thread may submit rows; one thread runs them."""
+
     def __init__(self, path: Path, threads: int, weights: bytes | None = None) -> None:
         self.path = path
         self.tok = load_tokenizer(path)
@@ -76,18 +91,31 @@ class CausalEngine:
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' width
         self._token_table: TokenTable | None = None
         self.max_prompt_chars = self.context * 2 * max(len(t) for t in self.tok.get_vocab())
-        self.lock = threading.Lock()  # one generation step at a time on this model
-        # Live requests (generate, stream) take the lock ahead of a batch's next decode step: a batch takes it
-        # step by step, and only while no live request waits for it.
-        self._turn = threading.Condition()
-        self._live_waiting = 0
-        self._adapters: OrderedDict[str, bool] = OrderedDict()
+        self._adapters: OrderedDict[str, Adapter] = OrderedDict()
+        self._adapters_lock = threading.Lock()
+        # Touched by the scheduler's thread only: the Linear modules wrapped for per-row adapters, and the
+        # adapters (by identity, per row) they hold now.
+        self._wrappers: dict[str, Any] = {}
+        self._lora_key: tuple[int, ...] = ()
         self.last_used = time.monotonic()
         self.busy = 0
-        self.max_batch_rows, self.max_batch_tokens = MAX_BATCH_ROWS, MAX_BATCH_TOKENS
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0  # any id: padding is masked
+        # Rows end where generate ends them: at the generation config's eos tokens.
+        self._plain_cache = self._cache_is_plain()
+        self.scheduler = Scheduler(self, pad, MAX_BATCH_ROWS, MAX_BATCH_TOKENS)
+
+    def _cache_is_plain(self) -> bool:
+        """No sliding-window layers, whose columns the batch loop could not pad or trim."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        return all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
+
+    def batchable(self) -> bool:
+        return self._plain_cache and batched.same_as_generate(self.model.generation_config)
 
     def idle_since(self) -> float | None:
-        return None if self.busy else self.last_used
+        return None if self.busy or self.scheduler.load else self.last_used
 
     # -- prompts ------------------------------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
@@ -101,27 +129,111 @@ class CausalEngine:
         return ids
 
     # -- adapters -----------------------------------------------------------------------------------------
-    def _select(self, adapter: tuple[str, Callable[[], bytes]] | None) -> Any:
-        """Make `adapter` active (loading it if needed), or return a context that disables adapters."""
-        from peft import PeftModel
+    def cached_adapter(self, key: str) -> Adapter | None:
+        with self._adapters_lock:
+            adapter = self._adapters.get(key)
+            if adapter is not None:
+                self._adapters.move_to_end(key)
+            return adapter
 
-        if adapter is None:
-            if isinstance(self.model, PeftModel):
-                return self.model.disable_adapter()
-            return contextlib.nullcontext()
-        name, load = adapter
-        key = name.replace(".", "_").replace(":", "_").replace("/", "_")
-        if key not in self._adapters:
-            if len(self._adapters) >= MAX_ADAPTERS and isinstance(self.model, PeftModel):
-                old, _ = self._adapters.popitem(last=False)
-                self.model.delete_adapter(old)
-            self.model = attach_adapter(self.model, key, load())
-            self._adapters[key] = True
-        self._adapters.move_to_end(key)
-        self.model.set_adapter(key)
-        return contextlib.nullcontext()
+    def add_adapter(self, key: str, data: bytes) -> Adapter:
+        """A LoRA adapter of this model (fine-tuning's file), parsed once and kept (least recently used out)."""
+        adapter = self.cached_adapter(key)
+        if adapter is not None:
+            return adapter
+        adapter = multi_lora.parse(data, self.model.dtype)
+        multi_lora.check(self.model, adapter)
+        with self._adapters_lock:
+            self._adapters[key] = adapter
+            while len(self._adapters) > MAX_ADAPTERS:
+                self._adapters.popitem(last=False)
+        return adapter
 
-    # -- generation ---------------------------------------------------------------------------------------
+    def _adapter(self, source: AdapterSource | None) -> Adapter | None:
+        if source is None:
+            return None
+        key, load = source
+        return self.cached_adapter(key) or self.add_adapter(key, load())
+
+    def _use(self, adapters: Sequence[Adapter | None]) -> None:
+        """Make the wrapped modules hold these adapters, row by row (scheduler thread only)."""
+        key = tuple(0 if a is None else id(a) for a in adapters)
+        if key == self._lora_key:
+            return
+        missing = sorted({p for a in adapters if a is not None for p in a.modules} - set(self._wrappers))
+        if missing:
+            self._wrappers.update(multi_lora.wrap(self.model, missing))
+        multi_lora.set_rows(self._wrappers, adapters)
+        self._lora_key = key
+
+    # -- the scheduler's model (scheduler.Model) ----------------------------------------------------------
+    def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any,
+                adapters: Sequence[Adapter | None]) -> tuple[Any, Any]:
+        import torch
+
+        self._use(adapters)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         cache=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].to(dtype=torch.float32, copy=True), out.cache
+
+    def eos(self) -> set[int]:
+        return self._eos_ids()
+
+    def text(self, ids: list[int]) -> str:
+        text: str = self.tok.decode(ids, skip_special_tokens=True)
+        return text
+
+    def finish(self, ids: list[int], params: SamplingParams, complete: bool) -> Generated:
+        return self._finish(ids, params, complete)
+
+    def solo(self, row: Row, on_tokens: Callable[[list[int]], bool]) -> bool:
+        import torch
+        from transformers import StoppingCriteria
+        from transformers.generation.streamers import BaseStreamer
+
+        class Feed(BaseStreamer):
+            def __init__(self) -> None:
+                self.prompt, self.go = True, True
+
+            def put(self, value: Any) -> None:
+                if self.prompt:  # generate hands the prompt over first
+                    self.prompt = False
+                    return
+                self.go = on_tokens([int(t) for t in value.flatten().tolist()])
+
+            def end(self) -> None:
+                pass
+
+        feed = Feed()
+
+        class Gone(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), not feed.go, dtype=torch.bool)
+
+        self._use([row.adapter])
+        new, complete = self._exact(row.ids, row.params, [Gone()], streamer=feed)
+        row.out[:] = new
+        return complete
+
+    def _exact(self, prompt: list[int], params: SamplingParams, extra: list[Any],
+               **more: Any) -> tuple[list[int], bool]:
+        import torch
+
+        if params.seed is not None:
+            torch.manual_seed(params.seed % 2**64 if params.seed >= 2**63 else params.seed)
+        return self._run(torch.tensor([prompt], dtype=torch.long), len(prompt), params, extra, **more)
+
+    def generate_exact(self, prompt: list[int], params: SamplingParams) -> Generated:
+        """One choice of the base model through Hugging Face generate alone, seeded with torch.manual_seed: the
+        reference the batch loop keeps to (tests and benchmarks; call it while the scheduler is idle)."""
+        import torch
+
+        self._use([None])
+        with torch.inference_mode():
+            new, complete = self._exact(prompt, params, [])
+        return self._finish(new, params, complete)
+
+    # -- rows ---------------------------------------------------------------------------------------------
     def token_table(self) -> TokenTable:
         """Each token's bytes, built on first use (a constrained row needs it); two threads that race to build
         it build the same table."""
@@ -130,21 +242,32 @@ class CausalEngine:
         return self._token_table
 
     def sampler(self, params: SamplingParams, rng: Any) -> RowSampler:
-        """The row's token choice (sampling.RowSampler): the one seam both decode loops go through."""
+        """The row's token choice (sampling.RowSampler): the one seam both decode paths go through."""
         return RowSampler(params, self.vocab_size, rng, self.token_table)
+
+    def row(self, prompt: list[int], params: SamplingParams, adapter: Adapter | None, sink: Sink, *,
+            stream: bool = False, background: bool = False) -> Row:
+        """A row to submit: it draws from its own generator, seeded as torch.manual_seed seeds generate."""
+        return Row(prompt, params, adapter, self.sampler(params, row_generator(params)), sink, stream, background)
+
+    def submit(self, rows: Sequence[Row]) -> None:
+        """Queue rows for the batch; rows submitted together with the same prompt share its prefill."""
+        self.last_used = time.monotonic()
+        self.scheduler.submit(rows)
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id  # where generate stops (it may differ from the tokenizer's)
         return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
 
-    def _kwargs(self, prompt_len: int, params: SamplingParams) -> tuple[dict[str, Any], RowSampler | None]:
+    def _kwargs(self, prompt_len: int, params: SamplingParams, extra: list[Any]) -> tuple[dict[str, Any],
+                                                                                           RowSampler | None]:
         """generate's arguments for one choice, and the RowSampler that chooses its tokens when it does more
         than temperature and top_p (generate then runs greedy and takes the sampler's choice, drawn from
         torch's default generator as generate's own draws are)."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tok.pad_token_id}
-        criteria: list[Any] = []
+        criteria: list[Any] = list(extra)
         if params.stop:
             criteria.append(_StopOnText(self.tok, prompt_len, params.stop))
         sampler = self.sampler(params, None)
@@ -171,153 +294,52 @@ class CausalEngine:
         ended = complete or (bool(new_ids) and new_ids[-1] in {self.tok.eos_token_id, *self._eos_ids()})
         return Generated(text, "stop" if ended or len(new_ids) < params.max_new_tokens else "length", len(new_ids))
 
-    def _run(self, ids: Any, prompt_len: int, params: SamplingParams, **extra: Any) -> tuple[list[int], bool]:
+    def _run(self, ids: Any, prompt_len: int, params: SamplingParams, extra: list[Any],
+             **more: Any) -> tuple[list[int], bool]:
         """One choice through Hugging Face generate: its new token ids, and whether its grammar is whole."""
-        kwargs, sampler = self._kwargs(prompt_len, params)
-        seq = self.model.generate(input_ids=ids, attention_mask=ids.new_ones(ids.shape), **kwargs, **extra)
+        kwargs, sampler = self._kwargs(prompt_len, params, extra)
+        seq = self.model.generate(input_ids=ids, attention_mask=ids.new_ones(ids.shape), **kwargs, **more)
         new: list[int] = seq[0, prompt_len:].tolist()
         if sampler is not None and sampler.stuck and new:
             new = new[:-1]  # the fallback token that ended generate is not the row's
         return new, sampler is not None and sampler.finished
 
-    @contextlib.contextmanager
-    def _live(self) -> Iterator[None]:
-        """The lock for a live request, for its whole generation, ahead of any batch's next step."""
-        with self._turn:
-            self._live_waiting += 1
-        try:
-            self.lock.acquire()
-        finally:
-            with self._turn:
-                self._live_waiting -= 1
-                self._turn.notify_all()
-        try:
-            yield
-        finally:
-            self.lock.release()
-
-    @contextlib.contextmanager
-    def _background_step(self) -> Iterator[None]:
-        """The lock for one step of a batch, once no live request waits for it (a live request that starts to
-        wait during the step waits for that step alone)."""
-        with self._turn:
-            self._turn.wait_for(lambda: self._live_waiting == 0)
-        with self.lock:
-            yield
-
+    # -- blocking conveniences (tests, tools): rows submitted and waited for ------------------------------
     def generate(self, prompt: list[int], params: SamplingParams, n: int,
-                 adapter: tuple[str, Callable[[], bytes]] | None) -> list[Generated]:
-        import torch
+                 adapter: AdapterSource | None) -> list[Generated]:
+        """`n` choices of one prompt, as a live request makes them."""
+        lora = self._adapter(adapter)
+        return self._wait([(prompt, choice_params(params, k)) for k in range(n)], lora, False)
 
-        with self._live():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            ids = torch.tensor([prompt], dtype=torch.long)
-            out = []
-            with self._select(adapter), torch.inference_mode():
-                for _ in range(n):
-                    new, complete = self._run(ids, len(prompt), params)
-                    out.append(self._finish(new, params, complete))
-            return out
+    def generate_batch(self, rows: list[tuple[list[int], SamplingParams]], adapter: AdapterSource | None,
+                       background: bool = True) -> list[Generated]:
+        """One result per (prompt, params) row, in order, run as batch work (or as live requests)."""
+        return self._wait(rows, self._adapter(adapter), background)
 
-    def batches(self, rows: list[tuple[list[int], SamplingParams]]) -> list[list[int]]:
-        """Indices of `rows` grouped into the batches generate_batch runs (bounded by max_batch_rows/_tokens)."""
-        return batched.plan(rows, self.max_batch_rows, self.max_batch_tokens)
+    def _wait(self, rows: list[tuple[list[int], SamplingParams]], adapter: Adapter | None,
+              background: bool) -> list[Generated]:
+        results: list[Generated | BaseException | None] = [None] * len(rows)
+        done = threading.Semaphore(0)
 
-    def generate_batch(self, rows: list[tuple[list[int], SamplingParams]],
-                       adapter: tuple[str, Callable[[], bytes]] | None) -> list[Generated]:
-        """One result per (prompt, params) row, in order, built as generate builds them; rows are decoded
-        together in batches (self.batches), under the same lock as generate, one batch at a time.
+        def sink(i: int) -> Sink:
+            def put(text: str, result: Generated | None, error: BaseException | None) -> None:
+                if result is not None or error is not None:
+                    results[i] = result if result is not None else error
+                    done.release()
+            return put
 
-        Greedy rows give generate's text; a seeded row's sampling depends on its own seed only (batched.decode
-        says what holds)."""
-        import torch
-
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0  # any id: padding is masked
-
-        def stopped(new_ids: list[int], stop: tuple[str, ...]) -> bool:  # _StopOnText on a row's new tokens
-            text = self.tok.decode(new_ids, skip_special_tokens=True)
-            return any(s in text for s in stop)
-
-        def step(forward: Callable[[Any], Any]) -> Any:
-            # Lock and adapter are taken per step: between two steps live requests go first, and may attach or
-            # switch adapters (or wrap the model in a PeftModel), so the step selects its own and calls the
-            # model as it is now. The KV cache the steps share holds tensors only.
-            with self._background_step(), self._select(adapter), torch.inference_mode():
-                return forward(self.model)
-
-        out: list[Generated | None] = [None] * len(rows)
-        gc = self.model.generation_config
-        eos_ids = self._eos_ids()
-        for group in self.batches(rows):
-            part = [rows[i] for i in group]
-            if batched.same_as_generate(gc):
-                samplers = [self.sampler(params, row_generator(params)) for _, params in part]
-                new = batched.decode(step, part, samplers, eos_ids, pad, stopped)
-                done = [(ids, s.finished) for ids, s in zip(new, samplers, strict=True)]
-            else:  # the model's generation_config adds logits processors the batched loop does not apply
-                done = [step(functools.partial(self._one_on, ids, params)) for ids, params in part]
-            for i, (ids, complete) in zip(group, done, strict=True):
-                out[i] = self._finish(ids, rows[i][1], complete)
-        return [g for g in out if g is not None]
-
-    def _one_on(self, prompt: list[int], params: SamplingParams, _model: Any) -> tuple[list[int], bool]:
-        return self._one(prompt, params)
-
-    def _one(self, prompt: list[int], params: SamplingParams) -> tuple[list[int], bool]:
-        """One row through Hugging Face generate, as generate runs a choice."""
-        import torch
-
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        return self._run(torch.tensor([prompt], dtype=torch.long), len(prompt), params)
-
-    def stream(self, prompt: list[int], params: SamplingParams,
-               adapter: tuple[str, Callable[[], bytes]] | None) -> Iterator[tuple[str, Generated | None]]:
-        """Yields text deltas, then ("", Generated) once done. Holds back text that could start a stop
-        string, so a stop sequence never leaks into the stream."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        with self._live():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            ids = torch.tensor([prompt], dtype=torch.long)
-            streamer: Any = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
-            result: dict[str, Any] = {}
-
-            def run() -> None:
-                try:
-                    with self._select(adapter), torch.inference_mode():
-                        result["run"] = self._run(ids, len(prompt), params, streamer=streamer)
-                except BaseException as exc:  # surfaced to the caller below
-                    result["error"] = exc
-                    streamer.end()
-
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            sent, text = 0, ""
-            hold = max((len(s) for s in params.stop), default=0)
-            for piece in streamer:
-                text += piece
-                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
-                if cut >= 0:
-                    if cut > sent:
-                        yield text[sent:cut], None
-                    sent = cut
-                    break
-                safe = len(text) - hold
-                if safe > sent:
-                    yield text[sent:safe], None
-                    sent = safe
-            worker.join()
-            if "error" in result:
-                raise result["error"]
-            new, complete = result["run"]
-            final = self._finish(new, params, complete)
-            if len(final.text) > sent:
-                yield final.text[sent:], None
-            yield "", final
+        self.submit([self.row(ids, params, adapter, sink(i), background=background)
+                     for i, (ids, params) in enumerate(rows)])
+        for _ in rows:
+            done.acquire()
+        out = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            assert r is not None
+            out.append(r)
+        return out
 
     def close(self) -> None:
+        self.scheduler.stop()
         del self.model
