@@ -1,8 +1,9 @@
 """Benchmark: chat serving on the default model, in one run.
 
 1. One greedy stream of --tokens new tokens through the API vs the engine's raw loop (Hugging Face generate on the
-   same weights, prompt and settings) and vs llama.cpp on the same weights converted to an F32 GGUF (run by
-   --llama-python, an interpreter with llama-cpp-python; reported as missing without one).
+   same weights, prompt and settings) and vs llama.cpp on the same weights: the packaged Q4_1 GGUF dequantized to
+   F32 by llama.cpp itself, the values the engine loads (run by --llama-python, an interpreter with
+   llama-cpp-python; reported as not measured without one).
 2. Eight concurrent streams, each a different fine-tuned model (LoRA adapter), decoded in one batch: aggregate
    tokens/s vs one adapter stream alone; time to first token (TTFT) of requests that arrive while they run vs
    unloaded, and of the eight themselves (arriving together).
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,9 +34,17 @@ from tests.e2e.serve import ServeProcess
 
 from inhouse.config import Settings
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
+from inhouse.engines.locate import require_model
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 ADAPTERS = 8
+
+DEQUANTIZE = r"""
+import sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype, p.allow_requantize = llama_cpp.LLAMA_FTYPE_ALL_F32, True
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))
+"""
 
 LLAMA_SCRIPT = r"""
 import json, sys, time
@@ -56,6 +66,13 @@ print(json.dumps(out))
 """
 
 
+def eos_ids(path: Path) -> set[int]:
+    from transformers import GenerationConfig
+
+    eos = GenerationConfig.from_pretrained(path).eos_token_id
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+
+
 def raw_loop(path: Path, ids: list[int], tokens: int, rounds: int) -> tuple[float, list[int]]:
     """The engine's loop for one row, bare: Hugging Face generate, greedy, on the same weights and prompt."""
     tok = load_tokenizer(path)
@@ -73,20 +90,15 @@ def raw_loop(path: Path, ids: list[int], tokens: int, rounds: int) -> tuple[floa
     return statistics.median(runs[1:]), new
 
 
-def llama_cpp(python: str | None, path: Path, ids: list[int], tokens: int, rounds: int, work: Path
+def llama_cpp(python: str | None, packaged: Path, ids: list[int], tokens: int, rounds: int, work: Path
               ) -> tuple[float, list[int]] | str:
-    """llama.cpp on the same weights (converted to F32 GGUF by llama.cpp's own converter), greedy, all cores,
-    without OMP_WAIT_POLICY=PASSIVE (it runs slower with it)."""
+    """llama.cpp on the engine's weights (the packaged GGUF dequantized to F32), greedy, all cores, without
+    OMP_WAIT_POLICY=PASSIVE (it runs slower with it)."""
     if python is None:
         return "not measured: pass --llama-python (an interpreter with llama-cpp-python)"
-    converter = os.environ.get("LLAMA_CONVERT", "")
     gguf = work / "model-f32.gguf"
-    if not gguf.exists():
-        if not converter:
-            return "not measured: set LLAMA_CONVERT to llama.cpp's convert_hf_to_gguf.py"
-        subprocess.run([sys.executable, converter, str(path), "--outtype", "f32", "--outfile", str(gguf)],
-                       check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    subprocess.run([python, "-c", DEQUANTIZE, str(packaged), str(gguf)], check=True, capture_output=True, env=env)
     done = subprocess.run([python, "-c", LLAMA_SCRIPT, str(gguf), json.dumps(ids), str(tokens), str(rounds)],
                           check=True, capture_output=True, text=True, env=env)
     runs = json.loads(done.stdout.strip().splitlines()[-1])
@@ -94,10 +106,14 @@ def llama_cpp(python: str | None, path: Path, ids: list[int], tokens: int, round
 
 
 class Stream:
-    """One streamed chat completion, timed: start, first content token, end, completion tokens."""
+    """One streamed chat completion, timed: start, first content token, end, completion tokens. `no_end`: the
+    end-of-text tokens are banned (logit_bias -100), so the stream runs to its max_tokens."""
 
-    def __init__(self, client: openai.OpenAI, model: str, tokens: int) -> None:
+    no_end: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, client: openai.OpenAI, model: str, tokens: int, full: bool = False) -> None:
         self.client, self.model, self.tokens = client, model, tokens
+        self.bias = self.no_end if full else None
         self.start = self.first = self.end = 0.0
         self.completion = 0
         self.text = ""
@@ -106,7 +122,7 @@ class Stream:
         self.start = time.perf_counter()
         for chunk in self.client.chat.completions.create(
                 model=self.model, messages=MESSAGES, temperature=0, max_tokens=self.tokens, stream=True,
-                stream_options={"include_usage": True}):
+                stream_options={"include_usage": True}, logit_bias=self.bias):
             if chunk.choices and chunk.choices[0].delta.content:
                 if not self.first:
                     self.first = time.perf_counter()
@@ -125,9 +141,31 @@ class Stream:
         return self.completion / (self.end - self.start)
 
 
+def together(client: openai.OpenAI, models: list[str], tokens: int, probe: str | None = None
+             ) -> tuple[list[Stream], float, list[float]]:
+    """One stream per model, started at once: the streams, the wall time to the last one's end, and the TTFT of
+    `probe` requests sent one at a time, 0.5 s apart, once every stream is decoding and while all still are."""
+    streams = [Stream(client, m, tokens, full=True) for m in models]
+    threads = [threading.Thread(target=s.run) for s in streams]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    probes: list[float] = []
+    while probe is not None and not all(s.first for s in streams):
+        time.sleep(0.005)
+    while probe is not None and len(probes) < 4 and all(t.is_alive() for t in threads):
+        p = Stream(client, probe, 1).run()
+        if all(t.is_alive() for t in threads):
+            probes.append(p.ttft)
+        time.sleep(0.5)
+    for t in threads:
+        t.join()
+    return streams, max(s.end for s in streams) - t0, probes
+
+
 def fine_tune(client: openai.OpenAI, training: str, suffix: str) -> str:
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training, suffix=suffix, seed=len(suffix),
-                                         hyperparameters={"n_epochs": 1, "batch_size": 4,
+                                         hyperparameters={"n_epochs": 1, "batch_size": 10,
                                                           "learning_rate_multiplier": 20.0})
     return job.id
 
@@ -157,8 +195,13 @@ def main() -> None:
         tok = load_tokenizer(path)
         text = tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
+        # The fine-tuned models learnt a one-line answer: their streams run to max_tokens without end tokens.
+        Stream.no_end = {str(t): -100 for t in {tok.eos_token_id, *eos_ids(path)} if t is not None}
         raw_tps, raw_ids = raw_loop(path, ids, args.tokens, args.rounds)
-        llama = llama_cpp(args.llama_python, path, ids, args.tokens, args.rounds, Path(tmp))
+        print(f"# raw loop {raw_tps:.1f} tokens/s", flush=True)
+        packaged = require_model(entry) / str(entry.gguf_file)
+        llama = llama_cpp(args.llama_python, packaged, ids, args.tokens, args.rounds, Path(tmp))
+        print(f"# llama.cpp {llama if isinstance(llama, str) else round(llama[0], 1)}", flush=True)
 
         server = ServeProcess(data).start()
         server.settle()
@@ -168,38 +211,28 @@ def main() -> None:
             api_tps = statistics.median(s.rate for s in single)
             unloaded_ttft = statistics.median(Stream(client, entry.id, 1).run().ttft for _ in range(5))
             same_text = single[-1].text == tok.decode(raw_ids[:single[-1].completion], skip_special_tokens=True)
+            print(f"# API one stream {api_tps:.1f} tokens/s, TTFT {unloaded_ttft * 1000:.0f} ms", flush=True)
 
             lines = [json.dumps({"messages": [*MESSAGES, {"role": "assistant", "content": f"Story {i}: the keeper "
-                                                          "lit the lamp and the storm came."}]}) for i in range(4)]
+                                                          "lit the lamp and the storm came."}]}) for i in range(10)]
             training = client.files.create(file=("t.jsonl", "\n".join(lines).encode()), purpose="fine-tune").id
             first_job = fine_tune(client, training, "a0")
             first_model, seen = wait_succeeded(client, first_job)
             probe = Stream(client, first_model, 1).run()
             ready = probe.first - seen
+            print(f"# succeeded -> first token {ready:.2f} s", flush=True)
             jobs = [fine_tune(client, training, f"a{i}") for i in range(1, ADAPTERS)]
             models = [first_model] + [wait_succeeded(client, j)[0] for j in jobs]
             server.settle()
 
             alone_runs, aggregate_runs, together_ttft, loaded_ttft = [], [], [], []
             for _ in range(args.rounds):
-                alone_runs.append(Stream(client, models[1], args.tokens).run().rate)
-                streams = [Stream(client, m, args.tokens) for m in models]
-                threads = [threading.Thread(target=s.run) for s in streams]
-                t0 = time.perf_counter()
-                for t in threads:
-                    t.start()
-                while not all(s.first for s in streams):
-                    time.sleep(0.005)
-                while any(t.is_alive() for t in threads):  # requests arriving at the loaded server
-                    p = Stream(client, entry.id, 1).run()
-                    if any(t.is_alive() for t in threads):
-                        loaded_ttft.append(p.ttft)
-                    time.sleep(0.05)
-                for t in threads:
-                    t.join()
-                wall = max(s.end for s in streams) - t0
+                alone_runs.append(Stream(client, models[1], args.tokens, full=True).run().rate)
+                streams, wall, _ = together(client, models, args.tokens)
                 aggregate_runs.append(sum(s.completion for s in streams) / wall)
                 together_ttft.extend(s.ttft for s in streams)
+            for _ in range(args.rounds):  # requests arriving at the loaded server, a few per round
+                loaded_ttft.extend(together(client, models, args.tokens, probe=entry.id)[2])
         finally:
             server.stop()
 
@@ -214,12 +247,13 @@ def main() -> None:
     else:
         print(f"llama.cpp F32               : {llama[0]:6.1f} tokens/s  ratio API / llama.cpp "
               f"{api_tps / llama[0]:5.2f} (aim >= 1.0); same greedy tokens as HF: {llama[1] == raw_ids}")
-    print(f"one adapter stream alone    : {alone:6.1f} tokens/s")
+    print(f"one adapter stream alone    : {alone:6.1f} tokens/s (end tokens banned: {args.tokens} tokens a stream)")
     print(f"{ADAPTERS} adapters, one stream each: {aggregate:6.1f} tokens/s aggregate  ratio {aggregate / alone:5.2f} "
           "(aim >= 4)")
     print(f"TTFT unloaded p50           : {unloaded_ttft * 1000:6.0f} ms")
     print(f"TTFT arriving under load p50: {statistics.median(loaded_ttft) * 1000:6.0f} ms  ratio "
-          f"{statistics.median(loaded_ttft) / unloaded_ttft:5.2f} (aim <= 2; {len(loaded_ttft)} requests)")
+          f"{statistics.median(loaded_ttft) / unloaded_ttft:5.2f} (aim <= 2; {len(loaded_ttft)} requests, "
+          f"{ADAPTERS} adapter streams decoding)")
     print(f"TTFT of the {ADAPTERS} arriving together p50: {statistics.median(together_ttft) * 1000:6.0f} ms  ratio "
           f"{statistics.median(together_ttft) / unloaded_ttft:5.2f}")
     print(f"fine-tune succeeded -> first token of its model: {ready:5.2f} s (aim <= 2; polled every 20 ms)")

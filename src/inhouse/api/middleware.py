@@ -75,7 +75,9 @@ class BodyLimit:
     """Refuses a body over its cap (413) or one that stalls (408), and closes the connection either way.
 
     The cap comes from the route (`cap_for`), never from what the client says the body is. The stall
-    deadline counts only time spent waiting for the client, not time the app spends on what it got."""
+    deadline counts only time spent waiting for the client, not time the app spends on what it got, and ends
+    with the body: an answer that streams for longer is not cut (send_timeout guards a client that stops
+    reading)."""
 
     def __init__(self, app: ASGIApp, cap_for: Callable[[Scope], int], stall_seconds: float) -> None:
         self.app = app
@@ -95,6 +97,7 @@ class BodyLimit:
         seen = 0
         refused = False
         started = False
+        complete = False  # the whole body is in: later receives wait for a disconnect, without a deadline
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
@@ -114,9 +117,11 @@ class BodyLimit:
             return {"type": "http.disconnect"}
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, complete
             if refused:
                 return {"type": "http.disconnect"}
+            if complete:  # a streamed answer listening for the client to leave: as long as the answer takes
+                return await receive()
             try:
                 async with asyncio.timeout(self.stall_seconds):
                     message = await receive()
@@ -128,6 +133,7 @@ class BodyLimit:
                 if seen > cap:
                     return await refuse(413, f"Request body is larger than the {cap} byte limit.",
                                         "request_too_large")
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counted, guarded_send)

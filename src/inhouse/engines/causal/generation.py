@@ -96,6 +96,7 @@ class CausalEngine:
         # Touched by the scheduler's thread only: the Linear modules wrapped for per-row adapters, and the
         # adapters (by identity, per row) they hold now.
         self._wrappers: dict[str, Any] = {}
+        self._rows = multi_lora.Rows()
         self._lora_key: tuple[int, ...] = ()
         self.last_used = time.monotonic()
         self.busy = 0
@@ -163,7 +164,8 @@ class CausalEngine:
         missing = sorted({p for a in adapters if a is not None for p in a.modules} - set(self._wrappers))
         if missing:
             self._wrappers.update(multi_lora.wrap(self.model, missing))
-        multi_lora.set_rows(self._wrappers, adapters)
+            self._rows.reset()
+        self._rows.apply(self._wrappers, adapters)
         self._lora_key = key
 
     # -- the scheduler's model (scheduler.Model) ----------------------------------------------------------

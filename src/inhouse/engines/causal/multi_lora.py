@@ -84,18 +84,18 @@ def _lora_linear() -> type:
         def __init__(self, base: torch.nn.Linear) -> None:
             super().__init__()
             self.base = base
-            # ([rows, in, rank], [rows, rank, out]) for a batch of several adapters, ([in, rank], [rank, out]) for
-            # one adapter on every row, or None: the base alone.
-            self.rows: tuple[torch.Tensor, torch.Tensor] | None = None
+            # (down, up, mask) from Rows.apply: one adapter on every row (mask None), or a bank of several and
+            # the mask of each row's block; None: the base alone.
+            self.rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y: torch.Tensor = self.base(x)
             if self.rows is None:
                 return y
-            down, up = self.rows
-            if down.dim() == 2:
+            down, up, mask = self.rows
+            if mask is None:
                 return y + (x @ down) @ up
-            return y + torch.bmm(torch.bmm(x, down), up)
+            return y + ((x @ down) * mask) @ up
 
     return LoRALinear
 
@@ -120,30 +120,64 @@ def wrap(model: Any, paths: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def set_rows(wrappers: dict[str, Any], rows: Sequence[Adapter | None]) -> None:
-    """Give every wrapped module the adapters of the batch's rows, in row order (None: the base model).
+class Rows:
+    """Sets the wrapped modules' per-row adapters for each batch.
 
-    A batch without any adapter runs the base model alone, at its own cost."""
-    import torch
+    Per module, the distinct adapters in use are concatenated once (a bank: `down` [in, K*rank], `up`
+    [K*rank, out]) and rebuilt only when that set changes. A step then computes every adapter's down product
+    for every row in one product, keeps each row's own block with a 0/1 mask ([rows, 1, K*rank], the same for
+    every module, rebuilt when the rows change) and applies `up` in one more product: the rows' updates in
+    four operations per module, whatever the mix."""
 
-    if all(a is None for a in rows):
-        for w in wrappers.values():
-            w.rows = None
-        return
-    if all(a is rows[0] for a in rows):  # one adapter on every row (a prefill, or one model's users)
-        only = rows[0]
-        assert only is not None
+    def __init__(self) -> None:
+        self._adapters: list[Adapter] = []  # the bank's adapters, in bank order
+        self._rank = 0
+        self._banks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reset(self) -> None:
+        """Forget the banks (modules were wrapped since: their banks must be built)."""
+        self._adapters, self._banks = [], {}
+
+    def apply(self, wrappers: dict[str, Any], rows: Sequence[Adapter | None]) -> None:
+        """Give every wrapped module the adapters of the batch's rows, in row order (None: the base model).
+        A batch without any adapter runs the base model alone, at its own cost; one adapter on every row runs
+        it as one product."""
+
+        if all(a is None for a in rows):
+            for w in wrappers.values():
+                w.rows = None
+            return
+        if all(a is rows[0] for a in rows):  # one adapter on every row (a prefill, or one model's users)
+            only = rows[0]
+            assert only is not None
+            for path, w in wrappers.items():
+                pair = only.modules.get(path)
+                w.rows = None if pair is None else (*pair, None)
+            return
+        distinct = list({id(a): a for a in rows if a is not None}.values())
+        if any(all(a is not b for b in self._adapters) for a in distinct):
+            self._build(wrappers, distinct)
+        first = next(iter(self._banks.values()))[0]
+        mask = first.new_zeros((len(rows), 1, len(self._adapters) * self._rank))
+        for i, a in enumerate(rows):
+            if a is not None:
+                k = next(k for k, b in enumerate(self._adapters) if b is a)
+                mask[i, 0, k * self._rank:(k + 1) * self._rank] = 1
         for path, w in wrappers.items():
-            w.rows = only.modules.get(path)
-        return
-    rank = max(a.rank for a in rows if a is not None)
-    for path, w in wrappers.items():
-        base = w.base.weight  # [out, in]
-        down = torch.zeros((len(rows), base.shape[1], rank), dtype=base.dtype)
-        up = torch.zeros((len(rows), rank, base.shape[0]), dtype=base.dtype)
-        for i, adapter in enumerate(rows):
-            pair = adapter.modules.get(path) if adapter is not None else None
-            if pair is not None:
-                down[i, :, : pair[0].shape[1]] = pair[0]
-                up[i, : pair[1].shape[0]] = pair[1]
-        w.rows = (down, up)
+            w.rows = (*self._banks[path], mask)
+
+    def _build(self, wrappers: dict[str, Any], adapters: list[Adapter]) -> None:
+        import torch
+
+        rank = max(a.rank for a in adapters)
+        self._adapters, self._rank, self._banks = adapters, rank, {}
+        for path, w in wrappers.items():
+            weight = w.base.weight  # [out, in]
+            downs, ups = [], []
+            for a in adapters:
+                down, up = a.modules.get(path) or (weight.new_zeros((weight.shape[1], 0)),
+                                                   weight.new_zeros((0, weight.shape[0])))
+                # A lower rank (or no update) is padded with zeros: the product is the same.
+                downs.append(torch.nn.functional.pad(down, (0, rank - down.shape[1])))
+                ups.append(torch.nn.functional.pad(up, (0, 0, 0, rank - up.shape[0])))
+            self._banks[path] = (torch.cat(downs, dim=1), torch.cat(ups, dim=0))
