@@ -79,10 +79,28 @@ def supervised(**hp: Any) -> dict[str, Any]:
     return {"type": "supervised", "supervised": {"hyperparameters": hp}}
 
 
+def no_end(engine: Any) -> dict[str, int]:
+    """A logit_bias that bans the chat engine's end tokens: a generation then runs to its max_tokens."""
+    return {str(t): -100 for t in engine.eos() | {engine.tok.eos_token_id}}
+
+
 def greedy(client: openai.OpenAI, model: str, text: str = "ping") -> str:
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], temperature=0,
                                        max_tokens=8)
     return r.choices[0].message.content or ""
+
+
+def scrambled(model: Any) -> Any:
+    """The saved tiny model's small random weights answer newlines to every prompt, which would pass any batching
+    bug; larger ones make each prompt's continuation its own, and sensitive to any mask or cache mistake."""
+    import torch
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    return model
 
 
 @cache

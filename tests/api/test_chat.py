@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.harness import ServerHandle
-from tests.llm import chat_tokens, text_tokens
+from tests.llm import chat_tokens, no_end, text_tokens
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
 
@@ -158,10 +158,10 @@ def test_a_client_that_leaves_mid_stream_frees_its_row_at_once(llm: openai.OpenA
         return real(*args)
 
     monkeypatch.setattr(engine, "forward", slow)
-    no_end = {str(t): -100 for t in engine.eos() | {engine.tok.eos_token_id}}  # it runs to its 400 tokens
+    banned = no_end(engine)  # it runs to its 400 tokens
     with httpx2.stream("POST", f"{llm_server.base_url}/chat/completions", timeout=60,
                        json={"model": "tiny-llm", "messages": MESSAGES, "max_tokens": 400, "stream": True,
-                             "temperature": 0, "logit_bias": no_end}) as r:
+                             "temperature": 0, "logit_bias": banned}) as r:
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")  # the role frame
         assert next(line for line in lines if line).startswith("data: ")  # generating

@@ -13,7 +13,7 @@ import pytest
 from tests.api.test_chat import MESSAGES
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
-from tests.llm import llm_settings, pong_file, supervised, wait_for
+from tests.llm import llm_settings, no_end, pong_file, supervised, wait_for
 
 
 def test_eight_concurrent_streams_of_three_models_all_complete(llm: openai.OpenAI, llm_server: ServerHandle) -> None:
@@ -27,7 +27,7 @@ def test_eight_concurrent_streams_of_three_models_all_complete(llm: openai.OpenA
     engine_ready = llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)
     assert engine_ready.choices
     engine = llm_server.services.chat_engines._engines["tiny-llm"]
-    no_end = {str(t): -100 for t in engine.eos() | {engine.tok.eos_token_id}}
+    banned = no_end(engine)
     texts: dict[int, str] = {}
     usage: dict[int, int] = {}
     errors: list[BaseException] = []
@@ -37,7 +37,7 @@ def test_eight_concurrent_streams_of_three_models_all_complete(llm: openai.OpenA
             text = ""
             for chunk in llm.chat.completions.create(
                     model=models[i % 3], messages=MESSAGES, temperature=0, max_tokens=40 + i, stream=True,
-                    stream_options={"include_usage": True}, logit_bias=no_end):
+                    stream_options={"include_usage": True}, logit_bias=banned):
                 if chunk.choices:
                     text += chunk.choices[0].delta.content or ""
                 if chunk.usage is not None:
@@ -73,9 +73,9 @@ def test_a_stream_may_outlast_the_request_body_deadline(settings_factory: Any, t
             return real(*args)
 
         monkeypatch.setattr(engine, "forward", slow)
-        no_end = {str(t): -100 for t in engine.eos() | {engine.tok.eos_token_id}}
+        banned = no_end(engine)
         started = time.monotonic()
         chunks = list(client.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=30, stream=True,
-                                                     stream_options={"include_usage": True}, logit_bias=no_end))
+                                                     stream_options={"include_usage": True}, logit_bias=banned))
         assert time.monotonic() - started > 1.0  # twice the deadline
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 30

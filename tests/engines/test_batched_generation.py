@@ -20,6 +20,7 @@ from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.chat import ChatService, Target
 from inhouse.services.models import ModelsService
+from tests.llm import scrambled
 
 WORDS = ["hello", "ping pong hello world red blue", "cat", "the moon and the sun over the river stone tree a dog",
          "a", "alpha beta gamma", "yes no maybe so", "dog and cat and the tree of the sun"]
@@ -31,27 +32,6 @@ def greedy(tokens: int, stop: tuple[str, ...] = ()) -> SamplingParams:
 
 def sampled(tokens: int, seed: int | None) -> SamplingParams:
     return SamplingParams(tokens, 1.5, 0.95, (), seed)
-
-
-def scrambled(model: Any) -> Any:
-    """The saved tiny model's small random weights answer newlines to every prompt, which would pass any batching
-    bug; larger ones make each prompt's continuation its own, and sensitive to any mask or cache mistake."""
-    import torch
-
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.3)
-    return model
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_llm: Path) -> Iterator[CausalEngine]:
-    e = CausalEngine(tiny_llm, 1)
-    scrambled(e.model)
-    yield e
-    e.close()
 
 
 def prompt(engine: CausalEngine, words: str) -> list[int]:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from inhouse.engines.causal.generation import CausalEngine, Generated
-from tests.engines.test_batched_generation import WORDS, greedy, prompt, sampled, scrambled
+from tests.engines.test_batched_generation import WORDS, greedy, prompt, sampled
+from tests.llm import scrambled
 
 
 def make_adapter(tiny_llm: Path, rank: int, seed: int) -> bytes:
@@ -54,14 +54,6 @@ def peft_answer(tiny_llm: Path, weights: bytes | None, ids: list[int], tokens: i
 @pytest.fixture(scope="module")
 def adapters(tiny_llm: Path) -> dict[str, bytes]:
     return {"ft:a": make_adapter(tiny_llm, 4, 1), "ft:b": make_adapter(tiny_llm, 8, 2)}
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_llm: Path) -> Iterator[CausalEngine]:
-    e = CausalEngine(tiny_llm, 1)
-    scrambled(e.model)
-    yield e
-    e.close()
 
 
 class Collect:

@@ -27,7 +27,6 @@ from inhouse.engines.causal.json_schema import (
     literal,
 )
 from inhouse.engines.causal.sampling import Constraint, RowSampler
-from tests.engines.test_batched_generation import scrambled
 
 PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "tags", "pet"],
           "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
@@ -45,14 +44,6 @@ def greedy(tokens: int, **extra: Any) -> SamplingParams:
 def plain(tiny_llm: Path) -> Iterator[CausalEngine]:
     """The saved tiny model: it answers newlines to every prompt (a repeated token to penalise)."""
     e = CausalEngine(tiny_llm, 1)
-    yield e
-    e.close()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_llm: Path) -> Iterator[CausalEngine]:
-    e = CausalEngine(tiny_llm, 1)
-    scrambled(e.model)
     yield e
     e.close()
 

@@ -17,7 +17,7 @@ from inhouse.engines.causal.data import chat_text
 from inhouse.engines.causal.loading import load_model, load_tokenizer
 from inhouse.engines.causal.multi_lora import Adapter
 from inhouse.engines.causal.sampling import Constraint, RowSampler, TokenTable, hf_hooks, row_generator, token_table
-from inhouse.engines.causal.scheduler import Row, Scheduler, Sink
+from inhouse.engines.causal.scheduler import Row, Scheduler, Sink, stop_at
 
 # Parsed LoRA adapters kept per base model (a rank-8 adapter of SmolLM2-135M is ~8 MB); rows in the batch keep
 # theirs alive after it leaves the cache.
@@ -71,7 +71,7 @@ class _StopOnText:
         import torch
 
         text = self.tok.decode(input_ids[0, self.prompt_len :], skip_special_tokens=True)
-        done = any(s in text for s in self.stop)
+        done = stop_at(text, self.stop) >= 0
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
 
@@ -100,10 +100,8 @@ class CausalEngine:
         self._lora_key: tuple[int, ...] = ()
         self.last_used = time.monotonic()
         self.busy = 0
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0  # any id: padding is masked
-        # Rows end where generate ends them: at the generation config's eos tokens.
         self._plain_cache = self._cache_is_plain()
-        self.scheduler = Scheduler(self, pad, MAX_BATCH_ROWS, MAX_BATCH_TOKENS)
+        self.scheduler = Scheduler(self, MAX_BATCH_ROWS, MAX_BATCH_TOKENS)
 
     def _cache_is_plain(self) -> bool:
         """No sliding-window layers, whose columns the batch loop could not pad or trim."""
@@ -178,15 +176,9 @@ class CausalEngine:
                          cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True), out.cache
 
-    def eos(self) -> set[int]:
-        return self._eos_ids()
-
     def text(self, ids: list[int]) -> str:
         text: str = self.tok.decode(ids, skip_special_tokens=True)
         return text
-
-    def finish(self, ids: list[int], params: SamplingParams, complete: bool) -> Generated:
-        return self._finish(ids, params, complete)
 
     def solo(self, row: Row, on_tokens: Callable[[list[int]], bool]) -> bool:
         import torch
@@ -233,7 +225,7 @@ class CausalEngine:
         self._use([None])
         with torch.inference_mode():
             new, complete = self._exact(prompt, params, [])
-        return self._finish(new, params, complete)
+        return self.finish(new, params, complete)
 
     # -- rows ---------------------------------------------------------------------------------------------
     def token_table(self) -> TokenTable:
@@ -257,7 +249,8 @@ class CausalEngine:
         self.last_used = time.monotonic()
         self.scheduler.submit(rows)
 
-    def _eos_ids(self) -> set[int]:
+    def eos(self) -> set[int]:
+        """Where rows end, as generate ends them: the generation config's eos tokens."""
         eos = self.model.generation_config.eos_token_id  # where generate stops (it may differ from the tokenizer's)
         return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
 
@@ -279,7 +272,7 @@ class CausalEngine:
             else:
                 kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
-            fallback = min(self._eos_ids() or {self.tok.eos_token_id or 0})
+            fallback = min(self.eos() or {self.tok.eos_token_id or 0})
             choose, finished = hf_hooks(sampler, prompt_len, fallback)
             kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([choose]))
             criteria.append(finished)
@@ -287,13 +280,13 @@ class CausalEngine:
             kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         return kwargs, None if sampler.plain else sampler
 
-    def _finish(self, new_ids: list[int], params: SamplingParams, complete: bool = False) -> Generated:
+    def finish(self, new_ids: list[int], params: SamplingParams, complete: bool = False) -> Generated:
         """The choice as text; `complete`: its grammar's text is whole (it ended there, not at max_tokens)."""
         text = self.tok.decode(new_ids, skip_special_tokens=True)
-        cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+        cut = stop_at(text, params.stop)
         if cut >= 0:
             return Generated(text[:cut], "stop", len(new_ids))
-        ended = complete or (bool(new_ids) and new_ids[-1] in {self.tok.eos_token_id, *self._eos_ids()})
+        ended = complete or (bool(new_ids) and new_ids[-1] in {self.tok.eos_token_id, *self.eos()})
         return Generated(text, "stop" if ended or len(new_ids) < params.max_new_tokens else "length", len(new_ids))
 
     def _run(self, ids: Any, prompt_len: int, params: SamplingParams, extra: list[Any],

@@ -26,7 +26,6 @@ class Adapter:
 
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
     rank: int
-    nbytes: int
 
 
 def parse(data: bytes, dtype: Any) -> Adapter:
@@ -46,15 +45,13 @@ def parse(data: bytes, dtype: Any) -> Adapter:
         else:
             raise ValueError(f"not a LoRA adapter tensor: {key}")
     modules = {}
-    nbytes = 0
     for path, pair in parts.items():
         if set(pair) != {"lora_A", "lora_B"}:
             raise ValueError(f"adapter module {path} lacks lora_A or lora_B")
         down = pair["lora_A"].to(dtype).t().contiguous()
         up = (pair["lora_B"].to(dtype) * scale).t().contiguous()
         modules[path] = (down, up)
-        nbytes += down.numel() * down.element_size() + up.numel() * up.element_size()
-    return Adapter(modules, rank, nbytes)
+    return Adapter(modules, rank)
 
 
 def check(model: Any, adapter: Adapter) -> None:

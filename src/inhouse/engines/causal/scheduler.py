@@ -70,7 +70,7 @@ class Model(Protocol):
     def text(self, ids: list[int]) -> str:
         """The text of new token ids (special tokens skipped)."""
 
-    def finish(self, ids: list[int], params: SamplingParams, complete: bool) -> Generated:
+    def finish(self, new_ids: list[int], params: SamplingParams, complete: bool = False) -> Generated:
         """The row's result from its new token ids; `complete`: its grammar's text is whole."""
 
     def batchable(self) -> bool:
@@ -88,10 +88,9 @@ class Scheduler:
     passes it, which runs alone. Rows past the bounds wait, in order, live rows first; the caller bounds how
     many wait (admission)."""
 
-    def __init__(self, model: Model, pad_id: int, max_rows: int, max_tokens: int, prefill_chunk: int = 512) -> None:
+    def __init__(self, model: Model, max_rows: int, max_tokens: int, prefill_chunk: int = 512) -> None:
         self.model = model
         self.prefill_chunk = prefill_chunk
-        self.pad_id = pad_id
         self._eos: set[int] = set()  # the model's, read once a step
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self._cond = threading.Condition()
@@ -224,7 +223,7 @@ class Scheduler:
         row.out.append(token)
         params = row.params
         text = self.model.text(row.out) if row.stream or params.stop else ""
-        stopped = bool(params.stop) and any(s in text for s in params.stop)
+        stopped = stop_at(text, params.stop) >= 0
         if (token in self._eos or len(row.out) >= params.max_new_tokens or row.sampler.finished or stopped):
             self._end(row, row.sampler.finished)
             return None
@@ -252,7 +251,7 @@ class Scheduler:
             row.out.extend(tokens)
             if row.stream:
                 text = self.model.text(row.out)
-                cut = min((text.find(s) for s in row.params.stop if s in text), default=-1)
+                cut = stop_at(text, row.params.stop)
                 self._deliver(row, text if cut < 0 else text[:cut])
             return not row.cancelled
 
@@ -268,9 +267,10 @@ class Scheduler:
         for row in joining:
             groups.setdefault((tuple(row.ids), id(row.adapter)), []).append(row)
         for group in groups.values():
-            self._filling.append(_Fill(group))
             if len(group[0].ids) <= self.prefill_chunk:
-                self._fill(self._filling.pop())
+                self._fill(_Fill(group))
+            else:
+                self._filling.append(_Fill(group))
 
     def _fill(self, fill: _Fill) -> bool:
         """Run the next chunk of a prefill; once its prompt is in, choose the rows' first tokens and add those
@@ -362,6 +362,11 @@ class Scheduler:
 
     def _reset(self) -> None:
         self._rows, self._cache, self._mask, self._pos, self._next = [], None, None, None, None
+
+
+def stop_at(text: str, stop: Sequence[str]) -> int:
+    """Where the first stop string found in `text` begins (the earliest of them), or -1 for none."""
+    return min((text.find(s) for s in stop if s in text), default=-1)
 
 
 def _pad_left(cache: Any, by: int) -> None:
