@@ -8,12 +8,19 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
+from inhouse.api.auth import CALLER_KEY
+from inhouse.api.idempotency import Idempotency
+from inhouse.services.idempotency import IdempotencyService
+from inhouse.services.keys import Caller
+from inhouse.storage.records import IdempotencyRecord, Project
+from inhouse.storage.sqlite import SqliteMetadataStore
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
 
@@ -104,3 +111,46 @@ def test_keys_are_per_api_key(settings_factory: Any) -> None:
         again_b = cb.uploads.with_raw_response.create(**args, extra_headers={"Idempotency-Key": "same"})
         assert again_a.headers["idempotent-replayed"] == again_b.headers["idempotent-replayed"] == "true"
         assert (again_a.parse().id, again_b.parse().id) == (first_a.parse().id, first_b.parse().id)
+
+
+
+def test_the_answer_is_kept_before_its_last_byte_leaves(tmp_path: Path) -> None:
+    # A client may retry the instant it has the answer: the retry must find the answer kept, not a claim
+    # still "in flight" (409; CI saw this on Postgres). So the record is finished before the final body
+    # message is sent, not after the route returns.
+    async def go() -> list[int | None]:
+        store = SqliteMetadataStore(tmp_path / "meta.db")
+        await store.open()
+        await store.migrate()
+        service = IdempotencyService(store.idempotency)
+
+        async def route(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"a":', "more_body": True})
+            await send({"type": "http.response.body", "body": b"1}"})
+
+        seen: list[int | None] = []
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.body":  # what a retry arriving now would find
+                rec = await store.idempotency.begin_idempotent(IdempotencyRecord("owner", "k", "", 0, None, None, None),
+                                                   "another-process", 2**40)
+                seen.append(None if rec is None else rec.status_code)
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/x", "query_string": b"",
+                 "headers": [(b"idempotency-key", b"k"), (b"content-length", b"2")],
+                 "app": SimpleNamespace(state=SimpleNamespace(services=SimpleNamespace(idempotency=service))),
+                 CALLER_KEY: Caller(Project("owner", "p", 0), "owner")}
+        try:
+            await Idempotency(route)(scope, receive, send)
+        finally:
+            await store.close()
+        return seen
+
+    # While the body streams the claim is in flight; when its last chunk leaves, the answer is stored.
+    assert asyncio.run(go()) == [None, 200]

@@ -101,6 +101,26 @@ class Idempotency:
         ctype_out = "application/json"
         body = bytearray()
         keep = True
+        settled = False
+
+        async def settle() -> None:
+            # Runs before the answer's last byte leaves: a client that retries the moment it has
+            # the answer must find it stored (or the claim released), never still "in flight".
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            if (
+                keep
+                and hasher.complete
+                and status is not None
+                and status < 500
+                and status not in _NOT_KEPT
+                and "event-stream" not in ctype_out
+            ):
+                await service.finish(owner, key, hasher.hexdigest(), Replay(status, ctype_out, bytes(body)))
+            else:
+                await service.abort(owner, key)
 
         async def capture(message: Message) -> None:
             nonlocal status, ctype_out, keep
@@ -109,29 +129,24 @@ class Idempotency:
                 for k, v in message.get("headers", []):
                     if k.lower() == b"content-type":
                         ctype_out = v.decode("latin-1")
-            elif message["type"] == "http.response.body" and keep:
-                body.extend(message.get("body", b""))
-                if len(body) > MAX_STORED_BODY:
-                    keep = False
-                    body.clear()
+            elif message["type"] == "http.response.body":
+                if keep:
+                    body.extend(message.get("body", b""))
+                    if len(body) > MAX_STORED_BODY:
+                        keep = False
+                        body.clear()
+                if not message.get("more_body", False):
+                    await settle()
             await send(message)
 
         try:
             await self.app(scope, hashing_receive, capture)
         except BaseException:
-            await service.abort(owner, key)
+            if not settled:
+                settled = True
+                await service.abort(owner, key)
             raise
-        if (
-            keep
-            and hasher.complete
-            and status is not None
-            and status < 500
-            and status not in _NOT_KEPT
-            and "event-stream" not in ctype_out
-        ):
-            await service.finish(owner, key, hasher.hexdigest(), Replay(status, ctype_out, bytes(body)))
-        else:
-            await service.abort(owner, key)
+        await settle()
 
 
 async def _send_replay(replay: Replay, scope: Scope, send: Send) -> None:
