@@ -1,9 +1,12 @@
 """Benchmark: chat serving on the default model, in one run.
 
-1. One greedy stream of --tokens new tokens through the API vs the engine's raw loop (Hugging Face generate on the
-   same weights, prompt and settings) and vs llama.cpp on the same weights: the packaged Q4_1 GGUF dequantized to
-   F32 by llama.cpp itself, the values the engine loads (run by --llama-python, an interpreter with
-   llama-cpp-python; reported as not measured without one).
+1. One greedy stream of --tokens new tokens through the API vs the engine's raw loop (its forward passes for one
+   row, greedy, in-process, without scheduler or server: the model's prefill, then the fast decoder's steps) and
+   vs llama.cpp on the same weights: the packaged Q4_1 GGUF dequantized to F32 by llama.cpp itself, the values the
+   engine loads (run by --llama-python, an interpreter with llama-cpp-python; reported as not measured without
+   one). The three alternate round by round, so that a ratio compares runs minutes apart at most; the ratios are
+   medians of the rounds' ratios. Also checked: the API's text is Hugging Face generate's (greedy) on the same
+   weights, and llama.cpp's tokens are too.
 2. Eight concurrent streams, each a different fine-tuned model (LoRA adapter), decoded in one batch: aggregate
    tokens/s vs one adapter stream alone; time to first token (TTFT) of requests that arrive while they run vs
    unloaded, and of the eight themselves (arriving together).
@@ -33,6 +36,7 @@ import torch
 from tests.e2e.serve import ServeProcess
 
 from inhouse.config import Settings
+from inhouse.engines.causal.generation import CausalEngine
 from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
 from inhouse.engines.locate import require_model
 
@@ -73,32 +77,36 @@ def eos_ids(path: Path) -> set[int]:
     return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
 
 
-def raw_loop(path: Path, ids: list[int], tokens: int, rounds: int) -> tuple[float, list[int]]:
-    """The engine's loop for one row, bare: Hugging Face generate, greedy, on the same weights and prompt."""
+def hf_generate(path: Path, ids: list[int], tokens: int) -> list[int]:
+    """The reference text: Hugging Face generate, greedy, on the same weights and prompt."""
     tok = load_tokenizer(path)
     model = load_model(path, 0)
     t_ids = torch.tensor([ids])
-    runs, new = [], []
-    for _ in range(rounds + 1):
-        t = time.perf_counter()
-        with torch.inference_mode():
-            seq = model.generate(input_ids=t_ids, attention_mask=torch.ones_like(t_ids), do_sample=False,
-                                 max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tok.pad_token_id)
-        runs.append((seq.shape[1] - len(ids)) / (time.perf_counter() - t))
-        new = seq[0, len(ids):].tolist()
-    del model
-    return statistics.median(runs[1:]), new
+    with torch.inference_mode():
+        seq = model.generate(input_ids=t_ids, attention_mask=torch.ones_like(t_ids), do_sample=False,
+                             max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=tok.pad_token_id)
+    new: list[int] = seq[0, len(ids):].tolist()
+    return new
 
 
-def llama_cpp(python: str | None, packaged: Path, ids: list[int], tokens: int, rounds: int, work: Path
-              ) -> tuple[float, list[int]] | str:
+def raw_loop(engine: CausalEngine, ids: list[int], tokens: int) -> tuple[float, list[int]]:
+    """The engine's own loop for one row, bare: its forward passes (the prompt's prefill, then decode steps),
+    greedy, in-process: no scheduler, sampler or server."""
+    t = time.perf_counter()
+    with torch.inference_mode():
+        logits, cache = engine.forward(torch.tensor([ids]), None, None, None, [None])
+        new = [int(logits[0].argmax())]
+        while len(new) < tokens:
+            pos = torch.tensor([[len(ids) + len(new) - 1]])
+            logits, cache = engine.forward(torch.tensor([[new[-1]]]), None, pos, cache, [None])
+            new.append(int(logits[0].argmax()))
+    return len(new) / (time.perf_counter() - t), new
+
+
+def llama_cpp(python: str, gguf: Path, ids: list[int], tokens: int, rounds: int) -> tuple[float, list[int]]:
     """llama.cpp on the engine's weights (the packaged GGUF dequantized to F32), greedy, all cores, without
-    OMP_WAIT_POLICY=PASSIVE (it runs slower with it)."""
-    if python is None:
-        return "not measured: pass --llama-python (an interpreter with llama-cpp-python)"
-    gguf = work / "model-f32.gguf"
+    OMP_WAIT_POLICY=PASSIVE (it runs slower with it): the median of `rounds` runs after a warm-up."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    subprocess.run([python, "-c", DEQUANTIZE, str(packaged), str(gguf)], check=True, capture_output=True, env=env)
     done = subprocess.run([python, "-c", LLAMA_SCRIPT, str(gguf), json.dumps(ids), str(tokens), str(rounds)],
                           check=True, capture_output=True, text=True, env=env)
     runs = json.loads(done.stdout.strip().splitlines()[-1])
@@ -197,21 +205,37 @@ def main() -> None:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         # The fine-tuned models learnt a one-line answer: their streams run to max_tokens without end tokens.
         Stream.no_end = {str(t): -100 for t in {tok.eos_token_id, *eos_ids(path)} if t is not None}
-        raw_tps, raw_ids = raw_loop(path, ids, args.tokens, args.rounds)
-        print(f"# raw loop {raw_tps:.1f} tokens/s", flush=True)
-        packaged = require_model(entry) / str(entry.gguf_file)
-        llama = llama_cpp(args.llama_python, packaged, ids, args.tokens, args.rounds, Path(tmp))
-        print(f"# llama.cpp {llama if isinstance(llama, str) else round(llama[0], 1)}", flush=True)
+        hf_ids = hf_generate(path, ids, args.tokens)
+        gguf = Path(tmp) / "model-f32.gguf"
+        if args.llama_python:
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            packaged = require_model(entry) / str(entry.gguf_file)
+            subprocess.run([args.llama_python, "-c", DEQUANTIZE, str(packaged), str(gguf)], check=True,
+                           capture_output=True, env=env)
+        engine = CausalEngine(path, 0)
+        raw_loop(engine, ids, args.tokens)  # warm-up (the fast decoder is made on the first step)
 
         server = ServeProcess(data).start()
         server.settle()
         try:
             client = openai.OpenAI(base_url=server.base_url, api_key="bench", timeout=600, max_retries=0)
-            single = [Stream(client, entry.id, args.tokens).run() for _ in range(args.rounds + 1)][1:]
-            api_tps = statistics.median(s.rate for s in single)
+            Stream(client, entry.id, args.tokens).run()  # warm-up
+            raw_runs, api_runs, llama_runs, llama_ids, raw_ids = [], [], [], hf_ids, hf_ids
+            single: list[Stream] = []
+            for r in range(args.rounds):  # alternating: raw loop, API, llama.cpp
+                raw_tps, raw_ids = raw_loop(engine, ids, args.tokens)
+                raw_runs.append(raw_tps)
+                single.append(Stream(client, entry.id, args.tokens).run())
+                api_runs.append(single[-1].rate)
+                if args.llama_python:
+                    llama_tps, llama_ids = llama_cpp(args.llama_python, gguf, ids, args.tokens, 1)
+                    llama_runs.append(llama_tps)
+                print(f"# round {r}: raw {raw_tps:.1f}, API {api_runs[-1]:.1f}, llama.cpp "
+                      f"{llama_runs[-1] if llama_runs else '-'}", flush=True)
+            engine.close()
+            api_tps, raw_tps = statistics.median(api_runs), statistics.median(raw_runs)
             unloaded_ttft = statistics.median(Stream(client, entry.id, 1).run().ttft for _ in range(5))
-            same_text = single[-1].text == tok.decode(raw_ids[:single[-1].completion], skip_special_tokens=True)
-            print(f"# API one stream {api_tps:.1f} tokens/s, TTFT {unloaded_ttft * 1000:.0f} ms", flush=True)
+            same_text = single[-1].text == tok.decode(hf_ids[:single[-1].completion], skip_special_tokens=True)
 
             lines = [json.dumps({"messages": [*MESSAGES, {"role": "assistant", "content": f"Story {i}: the keeper "
                                                           "lit the lamp and the storm came."}]}) for i in range(10)]
@@ -239,14 +263,16 @@ def main() -> None:
     alone, aggregate = statistics.median(alone_runs), statistics.median(aggregate_runs)
     print(f"model {entry.id} (fp32 weights), greedy, {args.tokens} new tokens, median of {args.rounds} rounds, "
           f"cores={os.cpu_count()}")
-    print(f"raw loop (HF generate)      : {raw_tps:6.1f} tokens/s")
-    print(f"API, one stream             : {api_tps:6.1f} tokens/s  ratio to raw loop {api_tps / raw_tps:5.2f} "
-          "(aim >= 0.9); same text as the raw loop: " + str(same_text))
-    if isinstance(llama, str):
-        print(f"llama.cpp F32               : {llama}")
+    ratio_raw = statistics.median(a / r for a, r in zip(api_runs, raw_runs, strict=True))
+    print(f"raw loop (engine, in-process): {raw_tps:6.1f} tokens/s; same tokens as HF generate: {raw_ids == hf_ids}")
+    print(f"API, one stream             : {api_tps:6.1f} tokens/s  ratio to raw loop {ratio_raw:5.2f} "
+          "(aim >= 0.9); same text as HF generate: " + str(same_text))
+    if not llama_runs:
+        print("llama.cpp F32               : not measured: pass --llama-python (an interpreter with llama-cpp-python)")
     else:
-        print(f"llama.cpp F32               : {llama[0]:6.1f} tokens/s  ratio API / llama.cpp "
-              f"{api_tps / llama[0]:5.2f} (aim >= 1.0); same greedy tokens as HF: {llama[1] == raw_ids}")
+        ratio = statistics.median(a / b for a, b in zip(api_runs, llama_runs, strict=True))
+        print(f"llama.cpp F32               : {statistics.median(llama_runs):6.1f} tokens/s  ratio API / llama.cpp "
+              f"{ratio:5.2f} (aim >= 1.0); same greedy tokens as HF: {llama_ids == hf_ids}")
     print(f"one adapter stream alone    : {alone:6.1f} tokens/s (end tokens banned: {args.tokens} tokens a stream)")
     print(f"{ADAPTERS} adapters, one stream each: {aggregate:6.1f} tokens/s aggregate  ratio {aggregate / alone:5.2f} "
           "(aim >= 4)")
@@ -257,6 +283,8 @@ def main() -> None:
     print(f"TTFT of the {ADAPTERS} arriving together p50: {statistics.median(together_ttft) * 1000:6.0f} ms  ratio "
           f"{statistics.median(together_ttft) / unloaded_ttft:5.2f}")
     print(f"fine-tune succeeded -> first token of its model: {ready:5.2f} s (aim <= 2; polled every 20 ms)")
+    print(f"rounds: raw {[round(r, 1) for r in raw_runs]}, API {[round(r, 1) for r in api_runs]}, llama.cpp "
+          f"{[round(r, 1) for r in llama_runs]}")
     print(f"rounds: alone {[round(r, 1) for r in alone_runs]}, aggregate {[round(r, 1) for r in aggregate_runs]}")
 
 

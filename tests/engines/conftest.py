@@ -3,8 +3,9 @@ per test module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +19,21 @@ def engine(tiny_llm: Path) -> Iterator[CausalEngine]:
     scrambled(e.model)
     yield e
     e.close()
+
+
+class Watch:
+    """Calls `seen(input_ids)` before every forward pass the engine's scheduler runs (prefill chunks and decode
+    steps, whichever path computes them) until removed."""
+
+    def __init__(self, engine: CausalEngine, seen: Callable[[Any], object]) -> None:
+        self.engine = engine
+        original = engine.forward
+
+        def watched(input_ids: Any, *args: Any) -> Any:
+            seen(input_ids)
+            return original(input_ids, *args)
+
+        engine.forward = watched  # type: ignore[method-assign]  # the scheduler calls engine.forward
+
+    def remove(self) -> None:
+        del self.engine.forward

@@ -20,6 +20,7 @@ from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.chat import ChatService, Target
 from inhouse.services.models import ModelsService
+from tests.engines.conftest import Watch
 from tests.llm import scrambled
 
 WORDS = ["hello", "ping pong hello world red blue", "cat", "the moon and the sun over the river stone tree a dog",
@@ -59,8 +60,7 @@ def test_larger_requests_wait_within_the_batch_bounds(engine: CausalEngine, monk
     expected = engine.generate_batch(rows, None)
     assert expected == one_by_one(engine, rows)
     widths: list[int] = []
-    hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]),
-                                                  with_kwargs=True)
+    hook = Watch(engine, lambda ids: widths.append(ids.shape[0]))
     try:
         monkeypatch.setattr(engine.scheduler, "max_rows", 3)
         assert engine.generate_batch(rows, None, background=False) == expected
@@ -82,8 +82,7 @@ def test_finished_rows_leave_the_batch(engine: CausalEngine) -> None:
     ids = prompt(engine, WORDS[1])
     rows = [(ids, greedy(2)), (prompt(engine, WORDS[3]), greedy(10)), (ids, greedy(2))]
     widths: list[int] = []
-    hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]),
-                                                  with_kwargs=True)
+    hook = Watch(engine, lambda ids: widths.append(ids.shape[0]))
     try:
         batch = engine.generate_batch(rows, None)
     finally:
@@ -251,7 +250,7 @@ def test_a_live_request_goes_between_two_steps_of_a_batch(engine: CausalEngine) 
         nonlocal steps
         steps += 1
 
-    hook = engine.model.register_forward_pre_hook(counted)
+    hook = Watch(engine, counted)
     try:
         result: list[Generated] = []
         batch = threading.Thread(target=lambda: (result.extend(engine.generate_batch(rows, None)),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from inhouse.engines.causal.generation import CausalEngine, Generated
+from tests.engines.conftest import Watch
 from tests.engines.test_batched_generation import WORDS, greedy, prompt, sampled
 from tests.llm import scrambled
 
@@ -83,8 +84,7 @@ def test_rows_of_different_adapters_share_a_batch_and_each_answers_as_peft_does(
     plan = [(WORDS[0], None), (WORDS[1], "ft:a"), (WORDS[2], "ft:b"), (WORDS[3], "ft:a"), (WORDS[0], "ft:b"),
             (WORDS[5], None)]
     widths: list[int] = []
-    hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]),
-                                                  with_kwargs=True)
+    hook = Watch(engine, lambda ids: widths.append(ids.shape[0]))
     got = Collect()
     try:
         engine.submit([engine.row(prompt(engine, w), greedy(10), None if a is None else lora[a], got.sink(i),
@@ -135,8 +135,7 @@ def test_a_short_request_joins_a_running_one_and_ends_first(engine: CausalEngine
 def test_n_choices_share_one_prefill_and_seeds_reproduce(engine: CausalEngine) -> None:
     ids = prompt(engine, WORDS[4])
     widths: list[int] = []
-    hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape),
-                                                  with_kwargs=True)
+    hook = Watch(engine, lambda ids: widths.append(ids.shape))
     try:
         first = engine.generate(ids, sampled(12, 7), 4, None)
     finally:
@@ -157,7 +156,7 @@ def test_a_cancelled_row_leaves_the_batch_at_once(engine: CausalEngine) -> None:
 
     got = Collect()
     rows = [engine.row(prompt(engine, WORDS[i]), greedy(400), None, got.sink(i), stream=True) for i in (1, 2)]
-    hook = engine.model.register_forward_pre_hook(count)
+    hook = Watch(engine, count)
     try:
         engine.submit(rows)
         deadline = time.monotonic() + 30
@@ -186,8 +185,7 @@ def test_a_long_prompt_is_prefilled_a_chunk_per_step_beside_running_rows(engine:
     size = next(c for c in range(8, 20) if len(long_ids) % c > 1)  # no chunk of one token: each one is seen
     monkeypatch.setattr(engine.scheduler, "prefill_chunk", size)
     shapes: list[tuple[int, int]] = []
-    hook = engine.model.register_forward_pre_hook(lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)),
-                                                  with_kwargs=True)
+    hook = Watch(engine, lambda ids: shapes.append(tuple(ids.shape)))
     got = Collect()
     try:
         running = engine.row(short_ids, greedy(30), None, got.sink(1))

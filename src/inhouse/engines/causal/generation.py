@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inhouse.engines.causal import batched, multi_lora
+from inhouse.engines.causal import batched, fast_decode, multi_lora
 from inhouse.engines.causal.adapters import load_full
 from inhouse.engines.causal.data import chat_text
 from inhouse.engines.causal.loading import load_model, load_tokenizer
@@ -101,6 +101,10 @@ class CausalEngine:
         self.last_used = time.monotonic()
         self.busy = 0
         self._plain_cache = self._cache_is_plain()
+        # Decode steps of a Llama-family model run through the fast decoder (made on the first step, on the
+        # scheduler's thread); others through the model's own forward.
+        self._fast: fast_decode.FastDecoder | None = None
+        self._fast_ok = fast_decode.supports(self.model)
         self.scheduler = Scheduler(self, MAX_BATCH_ROWS, MAX_BATCH_TOKENS)
 
     def _cache_is_plain(self) -> bool:
@@ -172,6 +176,12 @@ class CausalEngine:
         import torch
 
         self._use(adapters)
+        if cache is not None and input_ids.shape[1] == 1 and self._fast_ok:
+            if self._fast is None:
+                self._fast = fast_decode.FastDecoder(self.model)
+            positions = (position_ids[:, 0] if position_ids is not None
+                         else torch.full((input_ids.shape[0],), cache.get_seq_length(), dtype=torch.long))
+            return self._fast.step(input_ids[:, 0], positions, attention_mask, cache, self._lora_key), cache
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True), out.cache
