@@ -143,12 +143,17 @@ class FastDecoder:
 
     @staticmethod
     def _lora(x: torch.Tensor, rows: Any) -> torch.Tensor | None:
-        """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them."""
+        """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them, in numpy:
+        these products are small, and torch's would wake its thread pool for each (half a step's time)."""
+        import torch
+
         if rows is None:
             return None
         down, up, mask = rows
-        out: torch.Tensor = (x @ down) @ up if mask is None else (((x @ down)[:, None] * mask) @ up)[:, 0]
-        return out
+        low = x.numpy() @ down.numpy()
+        if mask is not None:
+            low *= mask.numpy()[:, 0]
+        return torch.from_numpy(low @ up.numpy())
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         import torch
