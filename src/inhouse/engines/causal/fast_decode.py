@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+# The attribute of a cache layer that holds its key and value buffers, the keys view last handed out and the
+# buffers' numpy views: on the layer itself, so they go when the scheduler drops the cache.
+_BUFFERS = "_inhouse_buffers"
 # Rope variants whose table depends on the position alone (a dynamic one changes with the sequence's length).
 _STATIC_ROPE = ("default", "linear", "llama3")
 
@@ -87,8 +90,6 @@ class FastDecoder:
         self.rotary = inner.rotary_emb
         half = self.head_dim // 2
         self.sign = torch.cat([self.embed.new_full((half,), -1.0), self.embed.new_ones((half,))])
-        # Per cache layer (by identity): its key and value buffers and the keys view last handed out.
-        self._buffers: dict[int, tuple[Any, ...]] = {}
         self._lora_key: object = object()  # none read yet
         self._rows: list[tuple[Any, ...]] = []  # per layer: the LoRA rows of q, k, v, o, gate, up, down
         self._rows_np: list[tuple[Any, ...]] = []  # the same as numpy arrays (for `_one`)
@@ -171,7 +172,7 @@ class FastDecoder:
         """Add a column to a layer's keys and values; returns the numpy views of both. They are views of a buffer
         with room to spare, so a step writes one column instead of copying the whole cache (as torch.cat would);
         when the scheduler has replaced them (rows joined or left), they are copied into a new buffer first."""
-        buffers = self._buffers.get(id(cached))
+        buffers = getattr(cached, _BUFFERS, None)
         width = cached.keys.shape[-2]
         if buffers is None or buffers[2] is not cached.keys or buffers[0].shape[-2] <= width:
             rows, kv, _, dim = cached.keys.shape
@@ -185,7 +186,7 @@ class FastDecoder:
         kb[:, :, width] = k
         vb[:, :, width] = v
         cached.keys, cached.values = kb[:, :, :width + 1], vb[:, :, :width + 1]
-        self._buffers[id(cached)] = (kb, vb, cached.keys, buffers[3], buffers[4])
+        setattr(cached, _BUFFERS, (kb, vb, cached.keys, buffers[3], buffers[4]))
         return buffers[3][:, :, :width + 1], buffers[4][:, :, :width + 1]
 
     def _refresh(self, lora_key: object) -> None:
