@@ -91,8 +91,8 @@ class FastDecoder:
         half = self.head_dim // 2
         self.sign = torch.cat([self.embed.new_full((half,), -1.0), self.embed.new_ones((half,))])
         self._lora_key: object = object()  # none read yet
-        self._rows: list[tuple[Any, ...]] = []  # per layer: the LoRA rows of q, k, v, o, gate, up, down
-        self._rows_np: list[tuple[Any, ...]] = []  # the same as numpy arrays (for `_one`)
+        # Per layer: the LoRA rows of q, k, v, o, gate, up and down as numpy arrays (see _low_rank), or None.
+        self._rows_np: list[tuple[Any, ...]] = []
         self.cos = self.sin = self.embed.new_zeros((0, self.head_dim))
         self.cos_np, self.sin_np = self.cos.numpy(), self.sin.numpy()
         self.embed_np, self.norm_np = self.embed.numpy(), self.norm.numpy()
@@ -142,20 +142,6 @@ class FastDecoder:
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, w.packed, None, "none", [], "")
         return out
 
-    @staticmethod
-    def _lora(x: torch.Tensor, rows: Any) -> torch.Tensor | None:
-        """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them, in numpy:
-        these products are small, and torch's would wake its thread pool for each (half a step's time)."""
-        import torch
-
-        if rows is None:
-            return None
-        down, up, mask = rows
-        low = x.numpy() @ down.numpy()
-        if mask is not None:
-            low *= mask.numpy()[:, 0]
-        return torch.from_numpy(low @ up.numpy())
-
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         import torch
 
@@ -194,14 +180,13 @@ class FastDecoder:
         if lora_key == self._lora_key:
             return
         self._lora_key = lora_key
-        self._rows, self._rows_np = [], []
+        self._rows_np = []
         for layer in self.layers:
             a, m = layer.attn, layer.mlp
             modules = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
-            rows = tuple(getattr(module, "rows", None) for module in modules)
-            self._rows.append(rows)
+            rows = (getattr(module, "rows", None) for module in modules)
             self._rows_np.append(tuple(None if r is None else (r[0].numpy(), r[1].numpy(),
-                                                               None if r[2] is None else r[2].numpy()[0, 0])
+                                                               None if r[2] is None else r[2].numpy()[:, 0])
                                        for r in rows))
 
     def _one(self, token: int, position: int, cache: Any) -> torch.Tensor:
@@ -274,15 +259,14 @@ class FastDecoder:
         if mask is not None:
             bias = torch.zeros(mask.shape, dtype=x.dtype).masked_fill_(mask == 0, torch.finfo(x.dtype).min)
             bias = bias[:, None, None, :]
-        for layer, cached, lora in zip(self.layers, cache.layers, self._rows, strict=True):
+        for layer, cached, lora in zip(self.layers, cache.layers, self._rows_np, strict=True):
             q_mod, k_mod, v_mod, o_mod, gate_mod, up_mod, down_mod = lora
             h = self._norm(x, layer.norm1)
             qkv = self._mm(h, layer.qkv)
             for module, start, width in ((q_mod, 0, heads * dim), (k_mod, heads * dim, kv * dim),
                                          (v_mod, (heads + kv) * dim, kv * dim)):
-                delta = self._lora(h, module)
-                if delta is not None:
-                    qkv[:, start:start + width] += delta
+                if module is not None:
+                    qkv[:, start:start + width] += _low_rank_t(h, module)
             qk = self._rope(qkv[:, :(heads + kv) * dim].view(rows, heads + kv, dim), cos, sin)
             q = qk[:, :heads].reshape(rows, kv, group, dim)
             self._append(cached, qk[:, heads:], qkv[:, (heads + kv) * dim:].view(rows, kv, dim))
@@ -291,26 +275,31 @@ class FastDecoder:
                 scores = scores + bias
             attn = torch.matmul(torch.softmax(scores, dim=-1), cached.values).reshape(rows, heads * dim)
             out = self._mm(attn, layer.o)
-            delta = self._lora(attn, o_mod)
-            x = x + (out if delta is None else out + delta)
+            x = x + (out if o_mod is None else out + _low_rank_t(attn, o_mod))
             h = self._norm(x, layer.norm2)
             gu = self._mm(h, layer.gate_up)
             for module, start in ((gate_mod, 0), (up_mod, self.intermediate)):
-                delta = self._lora(h, module)
-                if delta is not None:
-                    gu[:, start:start + self.intermediate] += delta
+                if module is not None:
+                    gu[:, start:start + self.intermediate] += _low_rank_t(h, module)
             a = torch.nn.functional.silu(gu[:, :self.intermediate]) * gu[:, self.intermediate:]
             out = self._mm(a, layer.down)
-            delta = self._lora(a, down_mod)
-            x = x + (out if delta is None else out + delta)
+            x = x + (out if down_mod is None else out + _low_rank_t(a, down_mod))
         return self._mm(self._norm(x, self.norm), self.head)
 
 
 def _low_rank(x: np.ndarray[Any, Any], rows: tuple[Any, Any, Any]) -> np.ndarray[Any, Any]:
-    """A single row's low-rank update (down, up, and the mask of its block in a bank, or None)."""
+    """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them: `x` is one row
+    ([in]) or several ([rows, in]); `rows` is (down, up, and each row's mask of its block in a bank [rows, bank],
+    or None). In numpy: these products are small, and torch's would wake its thread pool for each."""
     down, up, mask = rows
     low = x @ down
     if mask is not None:
-        low = low * mask
+        low = low * mask.reshape(low.shape)
     out: np.ndarray[Any, Any] = low @ up
     return out
+
+
+def _low_rank_t(x: torch.Tensor, rows: tuple[Any, Any, Any]) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(_low_rank(x.numpy(), rows))
