@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import jsonschema
@@ -23,6 +24,8 @@ from inhouse.app import create_app
 from inhouse.config import Settings
 from inhouse.server import uvicorn_config
 from inhouse.services.container import Services
+
+T = TypeVar("T")
 
 SPEC = Path(__file__).parent / "spec" / "openai_schemas.json"
 
@@ -103,6 +106,13 @@ class ServerHandle:
     services: Services
     settings: Settings
     app: Any = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the server's own event loop: its stores' pools (psycopg's) are bound to that loop, and
+        a second loop using them (asyncio.run in the test) fails as soon as it has to wait for a connection."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
 
 def free_port() -> int:
@@ -121,7 +131,17 @@ def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHan
     # The same server configuration as `inhouse serve`, connection limits included.
     config = uvicorn_config(app, settings, log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+
+    def run() -> None:  # uvicorn.Server.run, keeping hold of the loop
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(serve())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
@@ -130,7 +150,7 @@ def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHan
         time.sleep(0.01)
     origin = f"http://127.0.0.1:{port}"
     try:
-        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings, app)
+        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings, app, loops[0])
     finally:
         server.should_exit = True
         thread.join(timeout=20)

@@ -21,7 +21,7 @@ from tests.harness import ServerHandle
 
 
 def create_key(server: ServerHandle, project: str) -> CreatedKey:
-    return asyncio.run(server.services.keys.create(project))
+    return server.call(server.services.keys.create(project))
 
 
 def db_path(server: ServerHandle) -> Path:
@@ -51,7 +51,7 @@ def test_keys_are_hashed_at_rest_and_revocable(server: ServerHandle) -> None:
     assert key.token not in repr(raw) and key.token.split("-")[-1] not in repr(raw)
     c = make_client(server.base_url, api_key=key.token)
     assert c.files.list().data == []
-    assert asyncio.run(server.services.keys.revoke(key.key.id)) is True
+    assert server.call(server.services.keys.revoke(key.key.id)) is True
     with pytest.raises(openai.AuthenticationError):
         c.files.list()
     assert make_client(server.base_url, api_key=other.token).files.list().data == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import re
@@ -133,7 +132,7 @@ def test_expires_after(server: ServerHandle, client: openai.OpenAI) -> None:
         client.files.retrieve(f.id)
     blob = Path(server.settings.blob_url.removeprefix("file://")) / "files" / f.id
     assert blob.exists()
-    report = asyncio.run(services.maintenance.sweep())
+    report = server.call(services.maintenance.sweep())
     assert report.expired_files == 1
     assert not blob.exists()
 

@@ -95,7 +95,7 @@ def test_a_retry_while_the_first_is_in_flight_is_409(server: ServerHandle, clien
 def test_keys_are_per_api_key(settings_factory: Any) -> None:
     with start_server(settings_factory()) as server:
         # Two keys of the same project: only the key itself tells their requests apart.
-        a, b = (asyncio.run(server.services.keys.create("team")) for _ in range(2))
+        a, b = (server.call(server.services.keys.create("team")) for _ in range(2))
         assert a.project.id == b.project.id
         server.services.keys._required_cache = None
         ca, cb = make_client(server.base_url, api_key=a.token), make_client(server.base_url, api_key=b.token)

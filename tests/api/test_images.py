@@ -276,9 +276,8 @@ def test_no_image_model_says_how_to_configure(settings_factory: Any) -> None:
 
 
 def test_signed_urls_need_no_key_when_keys_are_required(sd_server: ServerHandle) -> None:
-    import asyncio
 
-    token = asyncio.run(sd_server.services.keys.create("artists")).token
+    token = sd_server.call(sd_server.services.keys.create("artists")).token
     sd_server.services.keys._required_cache = None
     keyed = make_client(sd_server.base_url, api_key=token)
     url = keyed.images.generate(prompt="a star", size="256x256").data[0].url

@@ -3,7 +3,6 @@ bounded (route templates, never raw paths), and the endpoint is keyed like the A
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from pathlib import Path
@@ -148,7 +147,7 @@ def test_refusals_are_counted_by_kind(settings_factory: Any) -> None:
 
 def test_metrics_need_a_key_once_keys_exist(server: ServerHandle) -> None:
     scrape(server)  # open mode: no key yet, loopback only
-    key = asyncio.run(server.services.keys.create("ops")).token
+    key = server.call(server.services.keys.create("ops")).token
     server.services.keys._required_cache = None
     r = httpx2.get(f"{server.origin}/metrics")
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
@@ -159,7 +158,7 @@ def test_metrics_public_answers_without_a_key(settings_factory: Any) -> None:
     settings = settings_factory()
     settings.metrics.public = True
     with start_server(settings) as server:
-        asyncio.run(server.services.keys.create("ops"))
+        server.call(server.services.keys.create("ops"))
         server.services.keys._required_cache = None
         scrape(server)
         assert httpx2.get(f"{server.base_url}/files").status_code == 401  # only /metrics is opened

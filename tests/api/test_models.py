@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx2
@@ -24,7 +23,7 @@ def add_finetune(server: ServerHandle, model_id: str = FT) -> None:
             ModelRecord(model_id, project.id, int(time.time()), "user-default", "chat", "org/base-model", "x")
         )
 
-    asyncio.run(go())
+    server.call(go())
 
 
 def test_list_and_retrieve_configured(client: openai.OpenAI) -> None:

@@ -4,7 +4,6 @@ the CLI and admin route that set them."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
@@ -26,7 +25,7 @@ from tests.harness import ServerHandle, start_server
 
 
 def limit_project(server: ServerHandle, project: Project, **limits: int | None) -> Project:
-    updated: Project = asyncio.run(server.services.keys.update_project(project.id, limits=limits))
+    updated: Project = server.call(server.services.keys.update_project(project.id, limits=limits))
     return updated
 
 
@@ -273,7 +272,7 @@ def test_admin_route_sets_project_limits(emb_server: ServerHandle) -> None:  # n
         assert r.json()["error"]["type"] == "invalid_request_error"
         if param is not None:
             assert r.json()["error"]["param"] == param, (bad, r.json())
-    default = asyncio.run(emb_server.services.keys.default_project())
+    default = emb_server.call(emb_server.services.keys.default_project())
     r = httpx2.post(f"{emb_server.base_url}/organization/projects/{default.id}", json={"name": "x"}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["param"] == "name"
     r = httpx2.post(f"{emb_server.base_url}/organization/projects/{default.id}",

@@ -3,7 +3,6 @@ shapes with our rate_limits extension, creating a key with limits, changing them
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from tests.harness import ServerHandle
 
 
 def new_key(server: ServerHandle, project: str, **kw: Any) -> CreatedKey:
-    created: CreatedKey = asyncio.run(server.services.keys.create(project, **kw))
+    created: CreatedKey = server.call(server.services.keys.create(project, **kw))
     server.services.keys._required_cache = None  # the first key closes open mode now, not within 5 s
     return created
 

@@ -3,7 +3,6 @@ requests are made, the token limit (estimated before, corrected after), and the 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
@@ -46,7 +45,7 @@ def emb_server(settings_factory: Any, tiny_encoder: Path) -> Iterator[ServerHand
 
 
 def new_key(server: ServerHandle, project: str = "team", **kw: Any) -> CreatedKey:
-    created: CreatedKey = asyncio.run(server.services.keys.create(project, **kw))
+    created: CreatedKey = server.call(server.services.keys.create(project, **kw))
     server.services.keys._required_cache = None  # the first key closes open mode now, not within 5 s
     return created
 

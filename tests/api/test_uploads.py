@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -149,7 +148,7 @@ def test_expiry(server: ServerHandle, client: openai.OpenAI) -> None:
         client.uploads.parts.create(up.id, data=b"x")
     assert "expired" in exc.value.message
     server.services.maintenance.clock = later
-    report = asyncio.run(server.services.maintenance.sweep())
+    report = server.call(server.services.maintenance.sweep())
     assert report.expired_uploads == 1
     assert blobs_of(server, "parts") == []
     with pytest.raises(openai.BadRequestError):

@@ -3,7 +3,6 @@ grouped by key and model, scoped to the caller's project, bucketed and paged as 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ def emb_server(settings_factory: Any, tiny_encoder: Path) -> Iterator[ServerHand
 
 
 def new_key(server: ServerHandle, project: str, **kw: Any) -> CreatedKey:
-    created: CreatedKey = asyncio.run(server.services.keys.create(project, **kw))
+    created: CreatedKey = server.call(server.services.keys.create(project, **kw))
     server.services.keys._required_cache = None  # the first key closes open mode now, not within 5 s
     return created
 

@@ -3,13 +3,11 @@ embedding and image models, and screenshots written to docs/console/ (what users
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import shutil
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -19,7 +17,6 @@ from tests.api.test_images import sd_settings, tiny_sd  # noqa: F401 - fixture
 from tests.harness import ServerHandle, start_server
 from tests.llm import llm_entry, llm_settings
 
-T = TypeVar("T")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 390, "height": 844}
@@ -93,14 +90,8 @@ def console_server(settings_factory: Any, tiny_llm: Path, tiny_encoder: Path,  #
         yield server
 
 
-def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to its end on its own thread: Playwright's sync API keeps an event loop running on this one."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
-
-
 def create_key(server: ServerHandle, project: str = "team") -> str:
-    token = run_async(lambda: server.services.keys.create(project, name="console")).token
+    token = server.call(server.services.keys.create(project, name="console")).token
     server.services.keys._required_cache = None  # the 5 s cache would keep the server open a moment longer
     return token
 

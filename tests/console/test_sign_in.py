@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.console.conftest import create_key, open_console, run_async, shoot
+from tests.console.conftest import create_key, open_console, shoot
 from tests.harness import ServerHandle
 
 
@@ -35,8 +35,8 @@ def test_sign_in_with_a_key(page: Any, console_server: ServerHandle) -> None:
     page.reload()
     page.get_by_role("heading", name="New fine-tuning job").wait_for()
     keys = console_server.services.keys
-    listed = run_async(keys.list)
-    run_async(lambda: keys.revoke(listed[0][0].id))
+    listed = console_server.call(keys.list())
+    console_server.call(keys.revoke(listed[0][0].id))
     page.get_by_role("link", name="Files").click()
     page.get_by_role("alert").filter(has_text="stopped working").wait_for()
     assert page.evaluate("sessionStorage.getItem('inhouse.console.key')") is None

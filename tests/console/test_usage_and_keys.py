@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import make_client
-from tests.console.conftest import open_console, run_async, shoot
+from tests.console.conftest import open_console, shoot
 from tests.harness import ServerHandle
 
 expect = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright").expect
@@ -34,8 +34,8 @@ def refresh_until(page: Any, check: Any, timeout: float = 60) -> None:
 
 def test_usage_moves_and_keys_are_managed(page: Any, console_server: ServerHandle) -> None:
     keys = console_server.services.keys
-    admin = run_async(lambda: keys.create("team", name="admin", admin=True)).token
-    worker = run_async(lambda: keys.create("team", name="worker"))
+    admin = console_server.call(keys.create("team", name="admin", admin=True)).token
+    worker = console_server.call(keys.create("team", name="worker"))
     keys._required_cache = None
     open_console(page, console_server, admin, "/usage")
     page.get_by_role("heading", name="Usage").wait_for()
@@ -87,7 +87,7 @@ def test_usage_moves_and_keys_are_managed(page: Any, console_server: ServerHandl
 
 def test_keys_page_is_hidden_from_other_keys(page: Any, console_server: ServerHandle) -> None:
     keys = console_server.services.keys
-    worker = run_async(lambda: keys.create("team", name="worker")).token
+    worker = console_server.call(keys.create("team", name="worker")).token
     keys._required_cache = None
     open_console(page, console_server, worker)
     page.locator("nav#nav a", has_text="Usage").wait_for()  # shown once the server is found to have usage

@@ -3,7 +3,6 @@ succeeds with every step logged exactly once. A job whose workers keep dying fai
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -76,7 +75,7 @@ def test_kill_9_worker_then_resume(settings_factory: Any, tiny_llm: Path) -> Non
         assert [c.step_number for c in ckpts] == [60, 50, 40]
         blobs = settings.data_dir / "blobs" / "checkpoints"
         # Every listed checkpoint has its bytes; the chat model answers from the final one.
-        listed = asyncio.run(server.services.meta.jobs.referenced_artifacts())
+        listed = server.call(server.services.meta.jobs.referenced_artifacts())
         assert all((blobs / key.split("/", 1)[1]).exists() for key in listed)
         assert greedy(client, done.fine_tuned_model).startswith("pong")  # what the resumed training taught it
 
@@ -97,7 +96,7 @@ def test_job_that_keeps_losing_its_worker_fails(settings_factory: Any, tiny_llm:
             runner.clock = lambda: int(time.time()) + 100
             assert await runner.run_next()
 
-        asyncio.run(crash_three_times())
+        server.call(crash_three_times())
         done = client.fine_tuning.jobs.retrieve(job.id)
         assert done.status == "failed" and done.error.code == "max_attempts_exceeded"
         assert all_events(client, job.id)[-1].level == "error"

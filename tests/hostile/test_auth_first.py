@@ -3,7 +3,6 @@ auth mode is decided once and only closes; open mode answers only this machine."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
@@ -22,7 +21,7 @@ from tests.hostile.raw import connect, read_answer, status_of
 
 
 def create_key(server: ServerHandle, project: str = "team") -> CreatedKey:
-    created = asyncio.run(server.services.keys.create(project))
+    created = server.call(server.services.keys.create(project))
     server.services.keys._required_cache = None  # what a 5 s wait would do
     return created
 
@@ -85,7 +84,7 @@ def test_idempotency_needs_a_valid_key_and_a_replay_rechecks_it(keyed: tuple[Ser
     first = c.uploads.with_raw_response.create(filename="a", purpose="assistants", bytes=1, mime_type="text/plain",
                                                extra_headers={"Idempotency-Key": "k2"})
     assert first.status_code == 200
-    asyncio.run(server.services.keys.revoke(key.key.id))
+    server.call(server.services.keys.revoke(key.key.id))
     with pytest.raises(openai.AuthenticationError):  # not a replay of the stored answer
         c.uploads.create(filename="a", purpose="assistants", bytes=1, mime_type="text/plain",
                          extra_headers={"Idempotency-Key": "k2"})
@@ -93,7 +92,7 @@ def test_idempotency_needs_a_valid_key_and_a_replay_rechecks_it(keyed: tuple[Ser
 
 def test_revoking_the_last_key_never_opens_a_running_server(keyed: tuple[ServerHandle, CreatedKey]) -> None:
     server, key = keyed
-    assert asyncio.run(server.services.keys.revoke(key.key.id)) is True
+    assert server.call(server.services.keys.revoke(key.key.id)) is True
     server.services.keys._required_cache = None
     r = httpx2.get(f"{server.base_url}/files")
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
@@ -103,7 +102,7 @@ def test_an_open_server_closes_when_a_key_is_made_and_stays_closed(server: Serve
     assert httpx2.get(f"{server.base_url}/files").status_code == 200
     key = create_key(server)
     assert httpx2.get(f"{server.base_url}/files").status_code == 401
-    asyncio.run(server.services.keys.revoke(key.key.id))
+    server.call(server.services.keys.revoke(key.key.id))
     server.services.keys._required_cache = None
     assert httpx2.get(f"{server.base_url}/files").status_code == 401
 

@@ -58,7 +58,7 @@ def test_a_paused_upload_survives_a_sweep(server: ServerHandle, client: openai.O
         old = server.settings.stale_temp_seconds * 2
         for _ in range(200):
             backdate(temps, old)
-            asyncio.run(server.services.maintenance.sweep())
+            server.call(server.services.maintenance.sweep())
             assert temporaries(root) == temps, "the sweeper removed a live upload's temporary"
             if time.time() - temps[0].stat().st_mtime >= old - 1:
                 break

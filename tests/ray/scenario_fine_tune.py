@@ -6,7 +6,6 @@ Usage: python -m tests.ray.scenario_fine_tune OUT MODEL_DIR"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import threading
@@ -34,7 +33,7 @@ def run_batch(server: Any, client: Any) -> dict[str, Any]:
     owners: set[str] = set()
 
     def ended() -> Any:
-        record = asyncio.run(server.services.meta.batches.get_batch_any(batch.id))
+        record = server.call(server.services.meta.batches.get_batch_any(batch.id))
         if record is not None and record.lease_owner:
             owners.add(record.lease_owner)
         return record is not None and record.status in ("completed", "failed", "cancelled", "expired") and record
@@ -74,7 +73,7 @@ def main(out: Path, model_dir: Path) -> None:
 
             def watch_owner() -> None:
                 while not stop_watch.is_set():
-                    record = asyncio.run(server.services.meta.jobs.get_job_any(job.id))
+                    record = server.call(server.services.meta.jobs.get_job_any(job.id))
                     owner = record.lease_owner if record else None
                     if owner and (not owners or owners[-1] != owner):
                         owners.append(owner)
