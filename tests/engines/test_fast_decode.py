@@ -1,6 +1,6 @@
 """The fast decoder against Hugging Face's forward: the same logits and cache for decode steps of one row and of
-padded rows at their own positions, with and without per-row LoRA adapters; models it does not cover keep the
-model's own forward."""
+padded rows at their own positions, and for prompts prefilled whole or in chunks, with and without LoRA adapters;
+models it does not cover keep the model's own forward."""
 
 from __future__ import annotations
 
@@ -89,6 +89,37 @@ def test_decode_steps_match_the_models_forward(tiny_llm: Path, words: list[str],
         assert engine._fast is not None  # the steps ran through the fast decoder
         for want, have in zip(expected, got, strict=True):
             torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-4)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("chunks", [1, 3], ids=["whole prompt", "in chunks"])
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "adapter"])
+def test_prefill_matches_the_models_forward(tiny_llm: Path, chunks: int, with_adapter: bool) -> None:
+    import torch
+
+    engine = CausalEngine(tiny_llm, 1)
+    scrambled(engine.model)
+    try:
+        ids = prompt(engine, " ".join(WORDS))
+        adapter = engine.add_adapter("a", make_adapter(tiny_llm, 4, 1)) if with_adapter else None
+        with torch.inference_mode():
+            engine._use([adapter])
+            want = engine.model(input_ids=torch.tensor([ids]), use_cache=True)
+            cache, size = None, -(-len(ids) // chunks)
+            for start in range(0, len(ids), size):  # as the scheduler feeds a long prompt
+                logits, cache = engine.forward(torch.tensor([ids[start:start + size]]), None, None, cache, [adapter])
+            assert engine._fast is not None and cache is not None  # the prompt ran through the fast decoder
+            torch.testing.assert_close(logits, want.logits[:, -1], rtol=1e-4, atol=1e-4)
+            for mine, theirs in zip(cache.layers, want.cache.layers, strict=True):
+                torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(mine.values, theirs.values, rtol=1e-4, atol=1e-4)
+            # Decode steps go on from the fast prefill's cache as from the model's.
+            nxt, pos, mask = logits.argmax(-1), torch.tensor([len(ids)]), torch.ones((1, len(ids)), dtype=torch.long)
+            expected = hf_steps(engine, want.cache, mask, pos, nxt, steps=4)
+            got = fast_steps(engine, [adapter], cache, mask, pos, nxt, steps=4)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     finally:
         engine.close()
 

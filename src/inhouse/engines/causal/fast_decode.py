@@ -3,7 +3,7 @@ for one new token per row, with the weights' products where this CPU runs them f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +88,7 @@ class FastDecoder:
     def __init__(self, model: Any) -> None:
         import numpy as np
 
-        config = model.config
+        self.config = config = model.config
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(config.num_key_value_heads)
         self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
@@ -178,28 +178,33 @@ class FastDecoder:
         return normed
 
     def _append(self, cached: Any, k: np.ndarray[Any, Any], v: np.ndarray[Any, Any]) -> tuple[Any, Any]:
-        """Add a column to a layer's keys and values (`k`, `v`: [rows, kv heads, dim]); returns numpy views of
-        both, [rows, kv heads, width + 1, dim]. They are views of buffers with room to spare, so a step writes one
-        column instead of copying the whole cache (as torch.cat would); when the scheduler has replaced the
-        layer's tensors (rows joined or left), they are copied into new buffers first. In numpy: torch's
-        indexing costs microseconds per call, 60 calls a step."""
+        """Add columns to a layer's keys and values (`k`, `v`: [rows, kv heads, new columns, dim]); returns numpy
+        views of both, [rows, kv heads, width, dim]. They are views of buffers with room to spare, so a step
+        writes its column instead of copying the whole cache (as torch.cat would); when the scheduler has
+        replaced the layer's tensors (rows joined or left), they are copied into new buffers first. In numpy:
+        torch's indexing costs microseconds per call, 60 calls a step."""
         import numpy as np
         import torch
 
         buffers = getattr(cached, _BUFFERS, None)
-        width = cached.keys.shape[-2]
-        if buffers is None or buffers[2] is not cached.keys or buffers[0].shape[2] <= width:
-            rows, kv, _, dim = cached.keys.shape
-            room = width + max(64, width // 2)
+        if not cached.is_initialized:  # a new cache's layer (Hugging Face's lazy initialisation)
+            cached.lazy_initialization(torch.from_numpy(k), torch.from_numpy(v))
+            cached.keys = cached.values = None
+        width = 0 if cached.keys is None else cached.keys.shape[-2]
+        new = k.shape[2]
+        if buffers is None or buffers[2] is not cached.keys or buffers[0].shape[2] < width + new:
+            rows, kv, _, dim = k.shape
+            room = width + new + max(64, (width + new) // 2)
             kb = np.empty((rows, kv, room, dim), np.float32)
             vb = np.empty((rows, kv, room, dim), np.float32)
-            kb[:, :, :width] = cached.keys.numpy()
-            vb[:, :, :width] = cached.values.numpy()
+            if width:
+                kb[:, :, :width] = cached.keys.numpy()
+                vb[:, :, :width] = cached.values.numpy()
         else:
             kb, vb = buffers[0], buffers[1]
-        kb[:, :, width] = k
-        vb[:, :, width] = v
-        keys, values = kb[:, :, :width + 1], vb[:, :, :width + 1]
+        kb[:, :, width:width + new] = k
+        vb[:, :, width:width + new] = v
+        keys, values = kb[:, :, :width + new], vb[:, :, :width + new]
         cached.keys, cached.values = torch.from_numpy(keys), torch.from_numpy(values)
         setattr(cached, _BUFFERS, (kb, vb, cached.keys))
         return keys, values
@@ -218,33 +223,26 @@ class FastDecoder:
                                                                None if r[2] is None else r[2].numpy()[:, 0])
                                        for r in rows))
 
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
-             cache: Any, lora_key: object) -> torch.Tensor:
-        """One new token per row: `tokens` and `positions` [rows], `mask` [rows, cache width + 1] (1 for columns
-        the row attends to, None: all) and the rows' DynamicCache, which grows by one column. Returns the
-        logits [rows, vocab] (float32). The LoRA rows the model's wrapped modules hold apply; `lora_key`
-        changes whenever they do.
-
-        In numpy but for several rows' weight products: its operations on a few rows' small arrays cost a
-        microsecond or two each, where torch's cost several (and wake its thread pool). The attention scale is
-        applied to the queries with the rope (one product less per layer)."""
-        import numpy as np
-        import torch
-
-        rows, heads, kv, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        group, inter, k_end = heads // kv, self.intermediate, (heads + kv) * dim
+    def _rope(self, positions: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """cos and sin [len(positions), heads + kv heads, dim] such that rope(x) = x * cos + x[..., perm] * sin
+        (rotate_half(x) is x[perm] * signs), with the attention scale applied to the queries' rows."""
         top = int(positions.max()) + 1
         if top > self.cos.shape[0]:
             self._rope_table(top)
-        self._refresh(lora_key)
-        where = positions.numpy()
-        # rope(x) = x * cos + rotate_half(x) * sin, where rotate_half(x) = x[perm] * signs; queries also scaled.
-        cos = self._qk_scale * self.cos_np[where][:, None]
-        sin = self._qk_scale * (self.sin_np[where] * self._signs)[:, None]
-        bias = None
-        if mask is not None and not bool(mask.all()):
-            bias = np.where(mask.numpy() == 0, np.finfo(np.float32).min, np.float32(0.0))[:, None, None, :]
-        x = self.embed_np[tokens.numpy()]
+        cos = self._qk_scale * self.cos_np[positions][:, None]
+        sin = self._qk_scale * (self.sin_np[positions] * self._signs)[:, None]
+        return cos, sin
+
+    def _layers(self, x: np.ndarray[Any, Any], cos: np.ndarray[Any, Any], sin: np.ndarray[Any, Any], cache: Any,
+                attend: Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any], Any], np.ndarray[Any, Any]]
+                ) -> np.ndarray[Any, Any]:
+        """The decoder layers over x [n, hidden] (n rows of one token, or one row's n tokens: `attend` knows
+        which): attend(queries and keys [n, heads + kv heads, dim] roped, values [n, kv heads, dim], the layer's
+        cache) appends the keys and values and returns the attention's output [n, heads * dim]."""
+        import numpy as np
+
+        n, heads, kv, dim = x.shape[0], self.heads, self.kv_heads, self.head_dim
+        inter, k_end = self.intermediate, (heads + kv) * dim
         perm = self._perm
         for layer, cached, lora in zip(self.layers, cache.layers, self._rows_np, strict=True):
             h = self._norm(x, layer.norm1)
@@ -253,17 +251,8 @@ class FastDecoder:
                 for r, lo, hi in ((lora[0], 0, heads * dim), (lora[1], heads * dim, k_end), (lora[2], k_end, None)):
                     if r is not None:
                         qkv[:, lo:hi] += _low_rank(h, r)
-            qk = qkv[:, :k_end].reshape(rows, heads + kv, dim)
-            qk = qk * cos + qk[:, :, perm] * sin
-            keys, values = self._append(cached, qk[:, heads:], qkv[:, k_end:].reshape(rows, kv, dim))
-            scores = np.matmul(qk[:, :heads].reshape(rows, kv, group, dim), keys.transpose(0, 1, 3, 2))
-            if bias is not None:
-                scores += bias
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            a = np.matmul(scores, values)
-            a /= scores.sum(axis=-1, keepdims=True)
-            a = a.reshape(rows, heads * dim)
+            qk = qkv[:, :k_end].reshape(n, heads + kv, dim)
+            a = attend(qk * cos + qk[:, :, perm] * sin, qkv[:, k_end:].reshape(n, kv, dim), cached)
             out = self._mm(a, layer.o)
             if lora[3] is not None:
                 out += _low_rank(a, lora[3])
@@ -280,16 +269,89 @@ class FastDecoder:
             if lora[6] is not None:
                 out += _low_rank(a, lora[6])
             x += out
+        return x
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+             cache: Any, lora_key: object) -> torch.Tensor:
+        """One new token per row: `tokens` and `positions` [rows], `mask` [rows, cache width + 1] (1 for columns
+        the row attends to, None: all) and the rows' DynamicCache, which grows by one column. Returns the
+        logits [rows, vocab] (float32). The LoRA rows the model's wrapped modules hold apply; `lora_key`
+        changes whenever they do.
+
+        In numpy but for several rows' weight products: its operations on a few rows' small arrays cost a
+        microsecond or two each, where torch's cost several (and wake its thread pool)."""
+        import numpy as np
+        import torch
+
+        rows, heads, kv, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        self._refresh(lora_key)
+        cos, sin = self._rope(positions.numpy())
+        bias = None
+        if mask is not None and not bool(mask.all()):
+            bias = np.where(mask.numpy() == 0, np.finfo(np.float32).min, np.float32(0.0))[:, None, None, :]
+
+        def attend(qk: np.ndarray[Any, Any], v: np.ndarray[Any, Any], cached: Any) -> np.ndarray[Any, Any]:
+            keys, values = self._append(cached, qk[:, heads:, None], v[:, :, None])  # [rows, kv, width, dim]
+            scores = np.matmul(qk[:, :heads].reshape(rows, kv, heads // kv, dim), keys.transpose(0, 1, 3, 2))
+            a = _softmax_times(scores, bias, values)
+            return a.reshape(rows, heads * dim)
+
+        x = self._layers(self.embed_np[tokens.numpy()], cos, sin, cache, attend)
         return torch.from_numpy(self._mm(self._norm(x, self.norm_np), self.head))
+
+    def prefill(self, tokens: torch.Tensor, cache: Any, lora_key: object) -> tuple[torch.Tensor, Any]:
+        """One row's prompt (or its next chunk): `tokens` [n], at the positions after the cache's (None: a new
+        DynamicCache); returns the last token's logits [1, vocab] and the cache, n columns wider. The n tokens
+        make one n-row product per weight (oneDNN's, ~2x Hugging Face's forward here), causal attention."""
+        import numpy as np
+        import torch
+        from transformers import DynamicCache
+
+        n, heads, kv, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        group = heads // kv
+        if cache is None:
+            cache = DynamicCache(config=self.config)
+        width = cache.get_seq_length()
+        self._refresh(lora_key)
+        cos, sin = self._rope(np.arange(width, width + n))
+        # Token t (at width + t) sees the cache and the prompt up to itself.
+        bias = np.where(np.arange(width + n)[None] > np.arange(width, width + n)[:, None],
+                        np.finfo(np.float32).min, np.float32(0.0)).astype(np.float32)
+
+        def attend(qk: np.ndarray[Any, Any], v: np.ndarray[Any, Any], cached: Any) -> np.ndarray[Any, Any]:
+            keys, values = self._append(cached, qk[None, :, heads:].transpose(0, 2, 1, 3),
+                                        v[None].transpose(0, 2, 1, 3))  # [1, kv, width + n, dim]
+            q = qk[:, :heads].reshape(n, kv, group, dim).transpose(1, 2, 0, 3)  # [kv, group, n, dim]
+            scores = np.matmul(q, keys[0][:, None].transpose(0, 1, 3, 2))  # [kv, group, n, width + n]
+            a = _softmax_times(scores, bias, values[0][:, None])  # [kv, group, n, dim]
+            return a.transpose(2, 0, 1, 3).reshape(n, heads * dim)
+
+        x = self._layers(self.embed_np[tokens.numpy()], cos, sin, cache, attend)
+        return torch.from_numpy(self._mm(self._norm(x[-1:], self.norm_np), self.head)), cache
+
+
+def _softmax_times(scores: np.ndarray[Any, Any], bias: np.ndarray[Any, Any] | None,
+                   values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """softmax(scores + bias) @ values, over the last axis of scores (changed in place); the normalisation is
+    applied to the product (fewer numbers than the scores)."""
+    import numpy as np
+
+    if bias is not None:
+        scores += bias
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    out: np.ndarray[Any, Any] = np.matmul(scores, values)
+    out /= scores.sum(axis=-1, keepdims=True)
+    return out
 
 
 def _low_rank(x: np.ndarray[Any, Any], rows: tuple[Any, Any, Any]) -> np.ndarray[Any, Any]:
-    """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them: `x` is one row
-    ([in]) or several ([rows, in]); `rows` is (down, up, and each row's mask of its block in a bank [rows, bank],
+    """The rows' low-rank updates of one wrapped module, as multi_lora's LoRALinear computes them: `x` is [n, in]
+    (n rows, or one row's n tokens); `rows` is (down, up, and each row's mask of its block in a bank [rows, bank],
     or None). In numpy: these products are small, and torch's would wake its thread pool for each."""
     down, up, mask = rows
     low = x @ down
     if mask is not None:
-        low = low * mask.reshape(low.shape)
+        low = low * mask  # [rows, bank]: each row's block (one row of a prompt's tokens: broadcast)
     out: np.ndarray[Any, Any] = low @ up
     return out

@@ -176,12 +176,15 @@ class CausalEngine:
         import torch
 
         self._use(adapters)
-        if cache is not None and input_ids.shape[1] == 1 and self._fast_ok:
+        if self._fast_ok:
             if self._fast is None:
                 self._fast = fast_decode.FastDecoder(self.model)
-            positions = (position_ids[:, 0] if position_ids is not None
-                         else torch.full((input_ids.shape[0],), cache.get_seq_length(), dtype=torch.long))
-            return self._fast.step(input_ids[:, 0], positions, attention_mask, cache, self._lora_key), cache
+            if cache is not None and input_ids.shape[1] == 1:
+                positions = (position_ids[:, 0] if position_ids is not None
+                             else torch.full((input_ids.shape[0],), cache.get_seq_length(), dtype=torch.long))
+                return self._fast.step(input_ids[:, 0], positions, attention_mask, cache, self._lora_key), cache
+            if input_ids.shape[0] == 1 and attention_mask is None and position_ids is None:
+                return self._fast.prefill(input_ids[0], cache, self._lora_key)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].to(dtype=torch.float32, copy=True), out.cache
