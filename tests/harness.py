@@ -105,13 +105,12 @@ class ServerHandle:
     origin: str
     services: Services
     settings: Settings
+    loop: asyncio.AbstractEventLoop  # the server's event loop (see call)
     app: Any = None
-    loop: asyncio.AbstractEventLoop | None = None
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the server's own event loop: its stores' pools (psycopg's) are bound to that loop, and
         a second loop using them (asyncio.run in the test) fails as soon as it has to wait for a connection."""
-        assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
 
@@ -150,7 +149,7 @@ def start_server(settings: Settings, app_hook: Any = None) -> Iterator[ServerHan
         time.sleep(0.01)
     origin = f"http://127.0.0.1:{port}"
     try:
-        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings, app, loops[0])
+        yield ServerHandle(f"{origin}/v1", origin, app.state.services, settings, loops[0], app)
     finally:
         server.should_exit = True
         thread.join(timeout=20)

@@ -1,5 +1,6 @@
-"""Decode steps of Llama-family models without Hugging Face's per-module overhead: the same math as its forward
-for one new token per row, with the weights' products where this CPU runs them fastest."""
+"""Decode steps and prompts of Llama-family models without Hugging Face's per-module overhead: the same math as
+its forward for one new token per row or one row's prompt, with the weights' products where this CPU runs them
+fastest."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-# The attribute of a cache layer that holds its key and value buffers, the keys view last handed out and the
-# buffers' numpy views: on the layer itself, so they go when the scheduler drops the cache.
+# The attribute of a cache layer that holds its key and value buffers (numpy) and the keys tensor last handed
+# out: on the layer itself, so they go when the scheduler drops the cache.
 _BUFFERS = "_inhouse_buffers"
 # Rope variants whose table depends on the position alone (a dynamic one changes with the sequence's length).
 _STATIC_ROPE = ("default", "linear", "llama3")
@@ -41,8 +42,8 @@ def supports(model: Any) -> bool:
 class _Product:
     """One weight, kept for the two ways a step multiplies by it. `w` is the weight in the layout OpenBLAS
     multiplies a single row by fastest on this kind of CPU (measured: [in, out] for most, the Linear's own
-    [out, in] for the tall down projection); `packed` is oneDNN's blocked copy, made on the first step of several
-    rows (a GEMM on a few rows runs ~2-5x faster from it than from `w`)."""
+    [out, in] for the tall down projection); `packed` is oneDNN's blocked copy, made on the first prefill or step
+    of several rows (a GEMM on a few rows runs ~2-5x faster from it than from `w`)."""
 
     w: np.ndarray[Any, Any]
     in_out: bool  # w is [in, out] (else [out, in])
@@ -81,9 +82,9 @@ def _mm_rows() -> bool:
 
 
 class FastDecoder:
-    """Decode steps for a model `supports` accepts. Built from the model's weights as they are when it is made;
-    the model's Linear weights become views of the decoder's transposed copies (no second copy of them; the
-    model's own forward, for prefills, computes the same products)."""
+    """Decode steps and prefills for a model `supports` accepts. Built from the model's weights as they are when
+    it is made; the model's Linear weights become views of the decoder's transposed copies (no second copy of
+    them; the model's own forward, where it still runs, computes the same products)."""
 
     def __init__(self, model: Any) -> None:
         import numpy as np
@@ -108,8 +109,7 @@ class FastDecoder:
         self._lora_key: object = object()  # none read yet
         # Per layer: the LoRA rows of q, k, v, o, gate, up and down as numpy arrays (see _low_rank), or None.
         self._rows_np: list[tuple[Any, ...]] = []
-        self.cos = self.sin = self.embed.new_zeros((0, self.head_dim))
-        self.cos_np, self.sin_np = self.cos.numpy(), self.sin.numpy()
+        self.cos_np = self.sin_np = np.zeros((0, self.head_dim), np.float32)  # the rope's table (_rope_table)
         self.embed_np, self.norm_np = self.embed.numpy(), inner.norm.weight.detach().numpy()
         self.layers = [self._layer(layer) for layer in inner.layers]
         self.head = _Product(model.lm_head.weight.detach().t().contiguous().numpy(), True)
@@ -143,11 +143,10 @@ class FastDecoder:
         any static rope matches), grown by doubling."""
         import torch
 
-        size = max(upto, 2 * self.cos.shape[0], 1024)
+        size = max(upto, 2 * self.cos_np.shape[0], 1024)
         with torch.no_grad():
             cos, sin = self.rotary(self.embed[:1], torch.arange(size)[None])
-        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
-        self.cos_np, self.sin_np = self.cos.numpy(), self.sin.numpy()
+        self.cos_np, self.sin_np = cos[0].contiguous().numpy(), sin[0].contiguous().numpy()
 
     def _mm(self, x: np.ndarray[Any, Any], w: _Product) -> np.ndarray[Any, Any]:
         """x [rows, in] times a weight: [rows, out]. One row: OpenBLAS (a product by a vector reads the weight at
@@ -227,7 +226,7 @@ class FastDecoder:
         """cos and sin [len(positions), heads + kv heads, dim] such that rope(x) = x * cos + x[..., perm] * sin
         (rotate_half(x) is x[perm] * signs), with the attention scale applied to the queries' rows."""
         top = int(positions.max()) + 1
-        if top > self.cos.shape[0]:
+        if top > self.cos_np.shape[0]:
             self._rope_table(top)
         cos = self._qk_scale * self.cos_np[positions][:, None]
         sin = self._qk_scale * (self.sin_np[positions] * self._signs)[:, None]
@@ -256,7 +255,7 @@ class FastDecoder:
             out = self._mm(a, layer.o)
             if lora[3] is not None:
                 out += _low_rank(a, lora[3])
-            x = x + out
+            x += out  # x is the layers' own copy (embedding rows taken by index)
             h = self._norm(x, layer.norm2)
             gu = self._mm(h, layer.gate_up)
             if lora[4] is not None:
