@@ -106,7 +106,9 @@ class UsageReport:
                 raise InvalidRequest(f"Invalid value for 'group_by': {g!r}; this usage groups by "
                                      f"{', '.join(sorted(kind.groups))}.", param="group_by")
         start = q.start_time
-        end = self.clock() if q.end_time is None else q.end_time
+        # end_time is exclusive; its default takes in the current second, since usage is kept per minute and
+        # what a request did just now (in the second a minute starts) is counted under that minute, == now.
+        end = self.clock() + 1 if q.end_time is None else q.end_time
         for name, value in (("start_time", start), ("end_time", end)):
             if not 0 <= value <= MAX_TIME:
                 raise InvalidRequest(f"Invalid value for '{name}': Unix seconds from 0 to {MAX_TIME}.", param=name)
