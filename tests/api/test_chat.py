@@ -4,6 +4,7 @@ n, stop, seed, usage, and the errors."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
@@ -171,6 +172,47 @@ def test_a_client_that_leaves_mid_stream_frees_its_row_at_once(llm: openai.OpenA
         assert time.monotonic() < deadline, "the abandoned stream's row is still decoding"
         time.sleep(0.01)
     assert passes < 200
+
+
+def test_a_stream_whose_client_leaves_during_a_send_is_closed_at_once() -> None:
+    """A client that stops reading (the server's send waits on its full window) and then leaves: Starlette
+    cancels the waiting send and leaves the frames' generator suspended at its yield. The response closes it
+    before it returns (in the routes, closing the frames cancels the rows behind them), and frees its slot."""
+    import asyncio
+
+    from inhouse.api.chat import _HeldStream
+    from inhouse.services.admission import Admission
+
+    closed: list[str] = []
+
+    async def frames() -> Any:
+        try:
+            while True:
+                yield b"data: {}\n\n"
+                await asyncio.sleep(0)
+        finally:
+            closed.append("frames")
+
+    async def main() -> None:
+        admission = Admission(lambda: 1, "busy", 1.0)
+        response = _HeldStream(frames(), admission.acquire())
+        stuck = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await stuck.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                stuck.set()
+                await asyncio.Event().wait()  # the client's window is full: this send never completes
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}}
+        await asyncio.wait_for(response(scope, receive, send), 10)
+        assert closed == ["frames"]  # `response` still holds the generator: it was closed, not collected
+        admission.acquire().release()  # the slot is free again
+
+    asyncio.run(main())
 
 
 def test_concurrent_requests_decode_together_and_the_short_one_ends_first(llm: openai.OpenAI,

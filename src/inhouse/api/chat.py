@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter
@@ -46,24 +47,30 @@ def _estimate(prompts: list[Prompt], params: SamplingParams, n: int) -> int:
 
 class _HeldStream(StreamingResponse):
     """An SSE answer that holds its generation slot until its generation is over, or the client is gone: the
-    slot is taken before the 200, so a full house is a 429, never an error frame."""
+    slot is taken before the 200, so a full house is a 429, never an error frame.
 
-    def __init__(self, frames: AsyncIterator[bytes], slot: Slot) -> None:
-        super().__init__(self._until_done(frames), media_type="text/event-stream",
-                         headers={"cache-control": "no-cache"})
+    When the client leaves while a frame is being sent (a reader that stopped reading, then left), Starlette
+    cancels the send and leaves the frames' generator suspended at its yield: it is closed here, so the rows
+    behind it leave the batch now rather than whenever the garbage collector finds the generator."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], slot: Slot) -> None:
+        self._frames = self._until_done(frames)
+        super().__init__(self._frames, media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self._slot = slot
 
-    async def _until_done(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for frame in frames:
-            if frame == DONE:
-                self._slot.release()  # free before the client sees [DONE], so its next request is admitted
-            yield frame
+    async def _until_done(self, frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                if frame == DONE:
+                    self._slot.release()  # free before the client sees [DONE], so its next request is admitted
+                yield frame
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._slot.release()
+            await self._frames.aclose()  # a no-op once the frames ran out
 
 
 def _error_frame(exc: BaseException) -> bytes:
@@ -92,7 +99,7 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncGenerator[bytes, None]:
         completion = 0
         prompt_tokens = 0
         try:
@@ -101,16 +108,17 @@ async def create_chat_completion(body: CreateChatCompletionRequest, project: Pro
             for index in range(n):
                 yield _sse({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                  "logprobs": None, "finish_reason": None}]})
-            async for index, delta, final in chunks:
-                choice = choices[index]
-                due, reason = choice.finish(final) if final is not None else (choice.delta(delta), None)
-                for d in due:
-                    yield _sse({**base, "choices": [{"index": index, "delta": d, "logprobs": None,
-                                                     "finish_reason": None}]})
-                if final is not None:
-                    completion += final.tokens
-                    yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
-                                                     "finish_reason": reason}]})
+            async with contextlib.aclosing(chunks):  # closing the frames cancels the rows at once
+                async for index, delta, final in chunks:
+                    choice = choices[index]
+                    due, reason = choice.finish(final) if final is not None else (choice.delta(delta), None)
+                    for d in due:
+                        yield _sse({**base, "choices": [{"index": index, "delta": d, "logprobs": None,
+                                                         "finish_reason": None}]})
+                    if final is not None:
+                        completion += final.tokens
+                        yield _sse({**base, "choices": [{"index": index, "delta": {}, "logprobs": None,
+                                                         "finish_reason": reason}]})
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": usage_of(prompt_tokens, completion)})
         except Exception as exc:
@@ -154,7 +162,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep, 
     base = {"id": cid, "object": "text_completion", "created": created, "model": body.model,
             "system_fingerprint": FINGERPRINT}
 
-    async def frames() -> AsyncIterator[bytes]:
+    async def frames() -> AsyncGenerator[bytes, None]:
         prompt_total, completion = 0, 0
         try:
             for p_index, (text, enc) in enumerate(zip(prompts, encoded, strict=True)):
@@ -164,15 +172,16 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep, 
                     for j in range(n):
                         yield _sse({**base, "choices": [{"text": text, "index": p_index * n + j, "logprobs": None,
                                                          "finish_reason": None}]})
-                async for j, delta, final in chunks:
-                    index = p_index * n + j
-                    if final is not None:
-                        completion += final.tokens
-                        yield _sse({**base, "choices": [{"text": "", "index": index, "logprobs": None,
-                                                         "finish_reason": final.finish_reason}]})
-                    elif delta:
-                        yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
-                                                         "finish_reason": None}]})
+                async with contextlib.aclosing(chunks):  # closing the frames cancels the rows at once
+                    async for j, delta, final in chunks:
+                        index = p_index * n + j
+                        if final is not None:
+                            completion += final.tokens
+                            yield _sse({**base, "choices": [{"text": "", "index": index, "logprobs": None,
+                                                             "finish_reason": final.finish_reason}]})
+                        elif delta:
+                            yield _sse({**base, "choices": [{"text": delta, "index": index, "logprobs": None,
+                                                             "finish_reason": None}]})
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": usage_of(prompt_total, completion)})
         except Exception as exc:

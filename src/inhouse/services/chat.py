@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -330,7 +330,7 @@ class ChatService:
         return [errors[i] if i in errors else (choices[i], len(encoded[i].ids)) for i in range(len(items))]
 
     async def stream(self, target: Target, prompt: Encoded, n: int = 1
-                     ) -> tuple[AsyncIterator[tuple[int, str, Generated | None]], int]:
+                     ) -> tuple[AsyncGenerator[tuple[int, str, Generated | None], None], int]:
         """The `n` choices of a prompt from encode(), streamed together: (choice, text delta, None) items, and
         (choice, "", result) once per choice; it ends after the last choice's result. The choices are rows of
         the batch, seeded as generate seeds them (so streamed and plain answers are the same). The caller holds
@@ -355,7 +355,7 @@ class ChatService:
         rows: list[Row] = [engine.row(ids, choice_params(prompt.params, k), adapter, sink(k), stream=True)
                            for k in range(n)]
 
-        async def chunks() -> AsyncIterator[tuple[int, str, Generated | None]]:
+        async def chunks() -> AsyncGenerator[tuple[int, str, Generated | None], None]:
             nonlocal t0
             engine.busy += 1
             try:
