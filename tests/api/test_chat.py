@@ -174,6 +174,41 @@ def test_a_client_that_leaves_mid_stream_frees_its_row_at_once(llm: openai.OpenA
     assert passes < 200
 
 
+@pytest.mark.parametrize("route", ["chat/completions", "completions"])
+def test_a_client_that_leaves_before_its_plain_answer_frees_its_row_at_once(
+        llm: openai.OpenAI, llm_server: ServerHandle, monkeypatch: pytest.MonkeyPatch, route: str) -> None:
+    """A non-streamed request whose client gives up (a read timeout) stops generating at once, and its
+    Idempotency-Key is not spent on the 499 no one read: the retry runs and answers."""
+    import time
+
+    llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)  # loads the engine
+    engine = llm_server.services.chat_engines._engines["tiny-llm"]
+    passes = 0
+    real = engine.forward
+
+    def slow(*args: object) -> object:  # 400 tokens take 4 s or more: the client leaves long before
+        nonlocal passes
+        passes += 1
+        time.sleep(0.01)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "forward", slow)
+    body: dict[str, Any] = {"model": "tiny-llm", "max_tokens": 400, "temperature": 0, "logit_bias": no_end(engine)}
+    body |= {"messages": MESSAGES} if route == "chat/completions" else {"prompt": "hello world"}
+    url, headers = f"{llm_server.base_url}/{route}", {"idempotency-key": f"leaving-{route}"}
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(url, json=body, headers=headers, timeout=httpx2.Timeout(10, read=0.5))
+    deadline = time.monotonic() + 2
+    while engine.scheduler.load:  # the row left the batch long before its 400 tokens
+        assert time.monotonic() < deadline, "the abandoned request's row is still decoding"
+        time.sleep(0.01)
+    assert 5 < passes < 200  # it was decoding when its client left
+    monkeypatch.setattr(engine, "forward", real)
+    again = httpx2.post(url, json=body, headers=headers, timeout=60)
+    assert again.status_code == 200, again.text
+    assert again.json()["usage"]["completion_tokens"] == 400
+
+
 def test_a_stream_whose_client_leaves_during_a_send_is_closed_at_once() -> None:
     """A client that stops reading (the server's send waits on its full window) and then leaves: Starlette
     cancels the waiting send and leaves the frames' generator suspended at its yield. The response closes it

@@ -8,11 +8,12 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from inhouse.api.deps import ProjectDep, ServicesDep
+from inhouse.api.disconnect import unless_gone
 from inhouse.api.metering import MeterDep
 from inhouse.errors import InhouseError
 from inhouse.ids import new_id, now
@@ -83,14 +84,14 @@ def _error_frame(exc: BaseException) -> bytes:
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(body: CreateChatCompletionRequest, project: ProjectDep, services: ServicesDep,
-                                 meter: MeterDep) -> JSONResponse | StreamingResponse:
+                                 meter: MeterDep, request: Request) -> JSONResponse | StreamingResponse:
     chat = services.chat
     plan = await plan_chat(chat, project.id, body)
     target, [prompt], params, n, asked = plan.target, plan.prompts, plan.params, plan.n, plan.asked
     meter.admit(lambda: _estimate([prompt], params, n))
     cid, created = new_id("chatcmpl"), now()
     if not body.stream:
-        results = await chat.generate(target, [prompt], params, n, asked)
+        results = await unless_gone(request, chat.generate(target, [prompt], params, n, asked))
         prompt_tokens, completion_tokens = token_totals(results)
         await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=completion_tokens)
         return JSONResponse(completion_body(plan, results, cid, created))
@@ -145,7 +146,7 @@ async def _admit_stream(chat: ChatService, target: Target, prompts: list[Prompt]
 
 @router.post("/completions", response_model=None)
 async def create_completion(body: CreateCompletionRequest, project: ProjectDep, services: ServicesDep,
-                            meter: MeterDep) -> JSONResponse | StreamingResponse:
+                            meter: MeterDep, request: Request) -> JSONResponse | StreamingResponse:
     chat = services.chat
     plan = await plan_completion(chat, project.id, body)
     target, texts, prompts, params, n = plan.target, plan.prompts, plan.texts, plan.params, plan.n
@@ -153,7 +154,7 @@ async def create_completion(body: CreateCompletionRequest, project: ProjectDep, 
     cid, created = new_id("cmpl"), now()
     echo = plan.echo
     if not body.stream:
-        results = await chat.generate(target, texts, params, n, body.max_tokens)
+        results = await unless_gone(request, chat.generate(target, texts, params, n, body.max_tokens))
         prompt_tokens, completion_tokens = token_totals(results)
         await meter.done(body.model, input_tokens=prompt_tokens, output_tokens=completion_tokens)
         return JSONResponse(completion_body(plan, results, cid, created))

@@ -15,7 +15,7 @@ from inhouse.services.keys import Caller
 
 MAX_STORED_BODY = 1024 * 1024
 # Answers that a retry could change are not kept: the retry runs again instead.
-_NOT_KEPT = {401, 403, 408, 409, 413, 429}
+_NOT_KEPT = {401, 403, 408, 409, 413, 429, 499}  # 499: the client left; its retry must run
 _MAX_KEY_LEN = 255
 
 
