@@ -3,6 +3,7 @@ n, stop, seed, usage, and the errors."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,35 +144,42 @@ def test_unknown_model(llm: openai.OpenAI) -> None:
         llm.chat.completions.create(model="all-MiniLM-L6-v2", messages=MESSAGES)  # an embedding model
 
 
+class Slowed:
+    """The loaded tiny-llm engine with each forward pass 10 ms slower (400 tokens take 4 s or more: a client
+    leaves long before), counting the passes."""
+
+    def __init__(self, llm: openai.OpenAI, server: ServerHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+        llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)  # loads the engine
+        self.engine = server.services.chat_engines._engines["tiny-llm"]
+        self.real = self.engine.forward
+        self.passes = 0
+        monkeypatch.setattr(self.engine, "forward", self.slow)
+
+    def slow(self, *args: object) -> object:
+        self.passes += 1
+        time.sleep(0.01)
+        return self.real(*args)
+
+    def wait_idle(self) -> None:
+        deadline = time.monotonic() + 2
+        while self.engine.scheduler.load:  # the row left the batch long before its 400 tokens
+            assert time.monotonic() < deadline, "the abandoned request's row is still decoding"
+            time.sleep(0.01)
+        assert self.passes < 200
+
+
 def test_a_client_that_leaves_mid_stream_frees_its_row_at_once(llm: openai.OpenAI, llm_server: ServerHandle,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
-    llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)  # loads the engine
-    engine = llm_server.services.chat_engines._engines["tiny-llm"]
-    passes = 0
-    real = engine.forward
-
-    def slow(*args: object) -> object:  # 400 tokens take 4 s or more: the client leaves long before
-        nonlocal passes
-        passes += 1
-        time.sleep(0.01)
-        return real(*args)
-
-    monkeypatch.setattr(engine, "forward", slow)
-    banned = no_end(engine)  # it runs to its 400 tokens
+    slowed = Slowed(llm, llm_server, monkeypatch)
+    banned = no_end(slowed.engine)  # it runs to its 400 tokens
     with httpx2.stream("POST", f"{llm_server.base_url}/chat/completions", timeout=60,
                        json={"model": "tiny-llm", "messages": MESSAGES, "max_tokens": 400, "stream": True,
                              "temperature": 0, "logit_bias": banned}) as r:
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")  # the role frame
         assert next(line for line in lines if line).startswith("data: ")  # generating
-        assert engine.scheduler.load == 1
-    deadline = time.monotonic() + 2
-    while engine.scheduler.load:  # the row left the batch long before its 400 tokens
-        assert time.monotonic() < deadline, "the abandoned stream's row is still decoding"
-        time.sleep(0.01)
-    assert passes < 200
+        assert slowed.engine.scheduler.load == 1
+    slowed.wait_idle()
 
 
 @pytest.mark.parametrize("route", ["chat/completions", "completions"])
@@ -179,31 +187,16 @@ def test_a_client_that_leaves_before_its_plain_answer_frees_its_row_at_once(
         llm: openai.OpenAI, llm_server: ServerHandle, monkeypatch: pytest.MonkeyPatch, route: str) -> None:
     """A non-streamed request whose client gives up (a read timeout) stops generating at once, and its
     Idempotency-Key is not spent on the 499 no one read: the retry runs and answers."""
-    import time
-
-    llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, max_tokens=1)  # loads the engine
-    engine = llm_server.services.chat_engines._engines["tiny-llm"]
-    passes = 0
-    real = engine.forward
-
-    def slow(*args: object) -> object:  # 400 tokens take 4 s or more: the client leaves long before
-        nonlocal passes
-        passes += 1
-        time.sleep(0.01)
-        return real(*args)
-
-    monkeypatch.setattr(engine, "forward", slow)
-    body: dict[str, Any] = {"model": "tiny-llm", "max_tokens": 400, "temperature": 0, "logit_bias": no_end(engine)}
+    slowed = Slowed(llm, llm_server, monkeypatch)
+    body: dict[str, Any] = {"model": "tiny-llm", "max_tokens": 400, "temperature": 0,
+                            "logit_bias": no_end(slowed.engine)}
     body |= {"messages": MESSAGES} if route == "chat/completions" else {"prompt": "hello world"}
     url, headers = f"{llm_server.base_url}/{route}", {"idempotency-key": f"leaving-{route}"}
     with pytest.raises(httpx2.ReadTimeout):
         httpx2.post(url, json=body, headers=headers, timeout=httpx2.Timeout(10, read=0.5))
-    deadline = time.monotonic() + 2
-    while engine.scheduler.load:  # the row left the batch long before its 400 tokens
-        assert time.monotonic() < deadline, "the abandoned request's row is still decoding"
-        time.sleep(0.01)
-    assert 5 < passes < 200  # it was decoding when its client left
-    monkeypatch.setattr(engine, "forward", real)
+    slowed.wait_idle()
+    assert slowed.passes > 5  # it was decoding when its client left
+    monkeypatch.setattr(slowed.engine, "forward", slowed.real)
     again = httpx2.post(url, json=body, headers=headers, timeout=60)
     assert again.status_code == 200, again.text
     assert again.json()["usage"]["completion_tokens"] == 400
@@ -253,7 +246,6 @@ def test_a_stream_whose_client_leaves_during_a_send_is_closed_at_once() -> None:
 def test_concurrent_requests_decode_together_and_the_short_one_ends_first(llm: openai.OpenAI,
                                                                           llm_server: ServerHandle) -> None:
     import threading
-    import time
 
     alone = {n: llm.chat.completions.create(model="tiny-llm", messages=MESSAGES, temperature=0, max_tokens=n)
              for n in (3, 300)}
