@@ -94,6 +94,35 @@ def test_finished_rows_leave_the_batch(engine: CausalEngine) -> None:
     assert batch == one_by_one(engine, rows)
 
 
+def test_a_row_counts_as_load_while_its_prompt_runs(engine: CausalEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load` (what idleness reads, without the lock) finds a row from its submission to its end: also while it
+    is taken from the waiting rows and its prompt runs, before it joins the batch."""
+    import threading
+    import time
+
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    real = engine.forward
+
+    def held(input_ids: Any, *rest: Any) -> Any:
+        if input_ids.shape[1] > 1:  # the prefill
+            entered.set()
+            release.wait(10)
+        return real(input_ids, *rest)
+
+    monkeypatch.setattr(engine, "forward", held)
+    row = engine.row(prompt(engine, WORDS[1]), greedy(3), None,
+                     lambda text, result, error: done.set() if result or error else None)
+    engine.submit([row])
+    assert entered.wait(10)
+    assert engine.scheduler.load == 1
+    release.set()
+    assert done.wait(30)
+    deadline = time.monotonic() + 10
+    while engine.scheduler.load:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_stop_strings_cut_a_row_as_generate_does(engine: CausalEngine) -> None:
     ids = prompt(engine, WORDS[0])
     full = engine.generate(ids, greedy(24), 1, None)[0].text

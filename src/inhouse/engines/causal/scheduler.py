@@ -100,6 +100,7 @@ class Scheduler:
         # The running batch (touched by the scheduler's thread only): its rows, their KV cache, the mask of
         # its columns (left padding is 0), each row's next position and next input token.
         self._rows: list[Row] = []
+        self._joining: list[Row] = []  # taken from _pending, not yet in _rows or _filling (or run solo)
         self._filling: list[_Fill] = []  # long prompts, run a chunk per step before their rows join
         self._cache: Any = None
         self._mask: Any = None
@@ -119,8 +120,11 @@ class Scheduler:
 
     @property
     def load(self) -> int:
-        """Rows waiting or running (read without the lock: a hint, for idleness)."""
-        return len(self._pending) + len(self._rows) + sum(len(f.rows) for f in self._filling)
+        """Rows waiting, joining or running (read without the lock, for idleness). A row is always in one of
+        the lists counted (it is made a joining row under the lock that takes it from the waiting ones), and
+        may be in two for a moment, so each counts once."""
+        rows = [*self._pending, *self._joining, *self._rows, *(r for f in self._filling for r in f.rows)]
+        return len({id(r) for r in rows})
 
     def stop(self) -> None:
         """Ends the thread after its current step; rows still waiting or running fail."""
@@ -147,12 +151,13 @@ class Scheduler:
             try:
                 with torch.inference_mode():
                     self._run(joining)
+                self._joining = []
             except BaseException as exc:  # a failed pass fails the rows it carried, not the thread
                 log.exception("generation step failed")
                 filling = [r for f in self._filling for r in f.rows]
                 failed = [r for r in dict.fromkeys(joining + filling + self._rows) if not (r.done or r.cancelled)]
                 self._reset()
-                self._filling = []
+                self._filling, self._joining = [], []
                 for row in failed:
                     self._fail(row, exc)
         error = RuntimeError("the model was unloaded")
@@ -177,6 +182,7 @@ class Scheduler:
         """The waiting rows that fit in the batch now (called holding the lock)."""
         self._pending = [r for r in self._pending if not r.cancelled]
         if not self.model.batchable():
+            self._joining = self._pending[:1]
             return [self._pending.pop(0)] if self._pending else []
         live_waiting = any(not r.background for r in self._pending)
         filling = [r for f in self._filling for r in f.rows]
@@ -198,6 +204,7 @@ class Scheduler:
             width, remaining = new_width, new_remaining
             background += row.background
             taken.append(row)
+        self._joining = taken  # before they leave _pending: `load` always finds them
         for row in taken:
             self._pending.remove(row)
         return taken
