@@ -182,8 +182,9 @@ class Scheduler:
         """The waiting rows that fit in the batch now (called holding the lock)."""
         self._pending = [r for r in self._pending if not r.cancelled]
         if not self.model.batchable():
-            self._joining = self._pending[:1]
-            return [self._pending.pop(0)] if self._pending else []
+            self._joining = self._pending[:1]  # before it leaves _pending, as below
+            del self._pending[:1]
+            return self._joining
         live_waiting = any(not r.background for r in self._pending)
         filling = [r for f in self._filling for r in f.rows]
         running = len(self._rows) + len(filling)
