@@ -163,14 +163,19 @@ class LocalBlobStore:
         self.path_for(key)
         return LocalBlobWriter(self, key)
 
-    async def read(self, key: str, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    async def read(self, key: str, chunk_size: int = 1024 * 1024, *, offset: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
         path = self.path_for(key)
         fh = await asyncio.to_thread(open, path, "rb")
         try:
-            while True:
-                chunk = await asyncio.to_thread(fh.read, chunk_size)
+            if offset:
+                await asyncio.to_thread(fh.seek, offset)
+            left = -1 if length is None else length  # -1: to the end
+            while left:
+                chunk = await asyncio.to_thread(fh.read, chunk_size if left < 0 else min(chunk_size, left))
                 if not chunk:
                     break
+                left -= len(chunk) if left > 0 else 0
                 observability.BLOB_READ_BYTES.inc(len(chunk))
                 yield chunk
         finally:

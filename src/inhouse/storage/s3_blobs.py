@@ -281,16 +281,31 @@ class S3BlobStore:
     def writer(self, key: str) -> S3BlobWriter:
         return S3BlobWriter(self, key)
 
-    def _get_sync(self, key: str) -> Any:
+    def _get_sync(self, key: str, first: int, last: int | None) -> Any:
+        """The object's body from byte `first` to `last` (inclusive; None: the end); None when `first` is past
+        the end (S3 answers 416 InvalidRange there)."""
+        extra = {} if first == 0 and last is None else {"Range": f"bytes={first}-{'' if last is None else last}"}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
         except Exception as exc:
             if _missing(exc):
                 raise FileNotFoundError(key) from None
+            if _error_code(exc) in {"InvalidRange", "416"}:
+                return None
             raise
 
-    async def read(self, key: str, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-        body = await self.submit(self._get_sync, self.object_key(key))
+    async def read(self, key: str, chunk_size: int = 1024 * 1024, *, offset: int = 0,
+                   length: int | None = None) -> AsyncIterator[bytes]:
+        if length == 0:  # no byte range names nothing: only whether the blob is there
+            if await self.size(key) is None:
+                raise FileNotFoundError(key)
+            return
+        last = None if length is None else offset + length - 1
+        body = await self.submit(self._get_sync, self.object_key(key), offset, last)
+        if body is None:
+            if await self.size(key) is None:  # a range past the end of nothing: still a missing blob
+                raise FileNotFoundError(key)
+            return
         try:
             while True:
                 chunk: bytes = await self.submit(body.read, chunk_size)

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from inhouse.ids import now
+from inhouse.storage.errors import Conflict
 from inhouse.storage.migrations import POSTGRES_MIGRATIONS
 from inhouse.storage.tables import update_sql
 
@@ -111,17 +113,26 @@ class PostgresDatabase:
             self._pool = None
 
     @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection (autocommit) for one or more statements; a broken constraint leaves as Conflict."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
         """One transaction on one pooled connection: committed on exit, rolled back on any exception."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             yield conn
 
     async def one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        async with self.pool.connection() as conn:
+        async with self.connection() as conn:
             return await fetchone(conn, sql, args)
 
     async def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        async with self.pool.connection() as conn:
+        async with self.connection() as conn:
             return await fetchall(conn, sql, args)
 
     async def existing_ids(self, table: str, ids: list[str]) -> set[str]:

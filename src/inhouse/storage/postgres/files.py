@@ -25,7 +25,7 @@ class PostgresFiles:
 
     async def insert_file(self, file: FileRecord) -> None:
         # One statement, atomic alone: autocommit spares the BEGIN and COMMIT round trips of db.write().
-        async with self.db.pool.connection() as c:
+        async with self.db.connection() as c:
             await insert_file_row(c, file)
 
     async def get_file(self, project_id: str, file_id: str, now: int) -> FileRecord | None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import errors
-
 from inhouse.ids import new_id, now
+from inhouse.storage.errors import Conflict
 from inhouse.storage.postgres.database import PostgresDatabase, Row, fetchone, rowcount
 from inhouse.storage.records import ApiKey, Page, Project
 from inhouse.storage.tables import KEY_COLS, PROJECT_COLS
@@ -45,7 +44,7 @@ class PostgresKeys:
                     return None
                 row = await fetchone(c, f"UPDATE projects SET name = %s, rpm = %s, tpm = %s WHERE id = %s "
                                         f"RETURNING {PROJECT_COLS}", (name, rpm, tpm, project_id))
-        except errors.UniqueViolation:
+        except Conflict:
             return None  # another transaction took the name between the test and the update
         return Project(*row) if row else None
 

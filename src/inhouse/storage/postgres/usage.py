@@ -75,7 +75,7 @@ class PostgresUsage:
         groups = [c for c in _GROUPABLE if c in group_by]
         picked = ", ".join(c if c in group_by else "NULL::text" for c in _GROUPABLE)
         order = ", ".join(["bucket", *groups])
-        async with self.db.pool.connection() as c:
+        async with self.db.connection() as c:
             rows = await fetchall(
                 c, f"SELECT (minute - %s::bigint) / %s::bigint AS bucket, {picked}, {_SUMS} FROM usage_minutes "
                    f"WHERE {' AND '.join(where)} GROUP BY {order} ORDER BY {order}",

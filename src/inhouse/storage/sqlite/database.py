@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from inhouse.ids import now
+from inhouse.storage.errors import Conflict
 from inhouse.storage.migrations import SQLITE_MIGRATIONS
 from inhouse.storage.tables import update_sql
 
@@ -34,8 +35,11 @@ class SqliteDatabase:
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """`fn()` on the database's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        """`fn()` on the database's thread; a broken constraint leaves as Conflict."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
 
     @property
     def conn(self) -> sqlite3.Connection:
