@@ -7,6 +7,7 @@ InhouseError
  ├── NotFound              missing, or belongs to another project (404)
  ├── IdempotencyConflict   same Idempotency-Key, other body (422)
  ├── RequestTooLarge       body over its cap (413)
+ ├── RangeNotSatisfiable   a download's byte range names no byte of it (416, Content-Range)
  ├── Overloaded            a bounded queue is full (429, Retry-After)
  ├── Unavailable           a dependency is down or a model cannot load (503)
  ├── StorageFailure        a write could not be made durable (507)
@@ -54,6 +55,12 @@ class RequestTooLarge(InhouseError):
     pass
 
 
+class RangeNotSatisfiable(InhouseError):
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message, param="range", code="range_not_satisfiable")
+        self.size = size  # the content's: the answer says it (Content-Range: bytes */size)
+
+
 class Overloaded(InhouseError):
     type = "rate_limit_error"
 
@@ -85,6 +92,7 @@ DOMAIN_STATUS: dict[type[InhouseError], int] = {
     PermissionDenied: 403,
     NotFound: 404,
     RequestTooLarge: 413,
+    RangeNotSatisfiable: 416,
     IdempotencyConflict: 422,
     Overloaded: 429,
     Unavailable: 503,

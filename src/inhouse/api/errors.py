@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 from inhouse.errors import (
     DOMAIN_STATUS,
     InhouseError,
+    RangeNotSatisfiable,
     Unavailable,
     validation_text,
 )
@@ -76,6 +77,8 @@ def error_response(exc: InhouseError, request_id: str | None = None) -> JSONResp
     if isinstance(retry_after, float | int):
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
         headers["retry-after-ms"] = str(int(retry_after * 1000))
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["content-range"] = f"bytes */{exc.size}"
     if status >= 500 and not isinstance(exc, Unavailable):
         headers["x-should-retry"] = "false"
     type_ = exc.type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -12,7 +13,8 @@ from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.api.multipart import Form, Sink, read_form
 from inhouse.errors import InvalidRequest
 from inhouse.schemas.files import DeleteFileResponse, ListFilesResponse, OpenAIFile
-from inhouse.services.files import ExpiresAfter, FileIntake
+from inhouse.services.byte_range import ByteRange
+from inhouse.services.files import ExpiresAfter, FileIntake, etag
 
 router = APIRouter(tags=["files"])
 
@@ -104,10 +106,36 @@ def content_disposition(filename: str) -> str:
 
 
 @router.get("/files/{file_id}/content")
-async def download_file(file_id: str, project: ProjectDep, services: ServicesDep) -> StreamingResponse:
-    rec, body = await services.files.content(project.id, file_id)
-    return StreamingResponse(
-        body,
-        media_type="application/octet-stream",
-        headers={"content-length": str(rec.bytes), "content-disposition": content_disposition(rec.filename)},
-    )
+async def download_file(file_id: str, request: Request, project: ProjectDep, services: ServicesDep
+                        ) -> StreamingResponse:
+    asked = requested_range(request.headers.get("range"), request.headers.get("if-range"))
+    rec, span, body = await services.files.content(project.id, file_id, asked)
+    headers = {"content-disposition": content_disposition(rec.filename), "accept-ranges": "bytes",
+               "etag": etag(rec)}
+    status = 200
+    if span is None:
+        headers["content-length"] = str(rec.bytes)
+    else:
+        offset, length = span
+        headers["content-length"] = str(length)
+        headers["content-range"] = f"bytes {offset}-{offset + length - 1}/{rec.bytes}"
+        status = 206
+    return StreamingResponse(body, status_code=status, media_type="application/octet-stream", headers=headers)
+
+
+_RANGE = re.compile(r"bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", re.IGNORECASE)
+
+
+def requested_range(header: str | None, if_range: str | None) -> ByteRange | None:
+    """The one byte range a Range header asks for (with If-Range's ETag, if any); None (the whole content) for
+    no header, another unit, several ranges or one that does not parse, as RFC 9110 lets a server answer them."""
+    m = _RANGE.fullmatch(header or "")
+    if m is None or m.group(1) == m.group(2) == "":
+        return None
+    first, last = m.group(1), m.group(2)
+    condition = None if if_range is None else if_range.strip()
+    if first == "":
+        return ByteRange(None, suffix=int(last), if_etag=condition)
+    if last != "" and int(last) < int(first):
+        return None  # an invalid range: ignored, not refused
+    return ByteRange(int(first), None if last == "" else int(last), if_etag=condition)

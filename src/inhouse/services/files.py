@@ -10,6 +10,7 @@ from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
 from inhouse.services.blob_keys import file_blob_key
+from inhouse.services.byte_range import ByteRange
 from inhouse.services.checks import ContentCheck, ImageCheck, JsonlCheck, OffLoop
 from inhouse.services.filenames import sanitize_filename
 from inhouse.storage.base import BlobStore, BlobWriter, FileStore, Order
@@ -240,16 +241,28 @@ class FilesService:
         await self.blobs.delete(file_blob_key(file_id))
         return file_id
 
-    async def content(self, project_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:
+    async def content(self, project_id: str, file_id: str, byte_range: ByteRange | None = None
+                      ) -> tuple[FileRecord, tuple[int, int] | None, AsyncIterator[bytes]]:
+        """The file's record, the (offset, length) of `byte_range` within it (None: the whole file) and those
+        bytes, streamed. Raises NotFound, or RangeNotSatisfiable when the range names none of its bytes."""
         rec = await self.retrieve(project_id, file_id)
-        body = self.blobs.read(file_blob_key(file_id))
+        if byte_range is not None and not byte_range.applies_to(etag(rec)):
+            byte_range = None  # the client's copy is another content: the whole of this one
+        span = None if byte_range is None else byte_range.within(rec.bytes)
+        offset, length = span or (0, None)
+        body = self.blobs.read(file_blob_key(file_id), offset=offset, length=length)
         # The blob is opened here, before any header goes out: a delete that won the race is a 404, and once
         # open the bytes stay readable to the end, whatever a delete does meanwhile.
         try:
             first = await anext(body, b"")
         except FileNotFoundError:
             raise NotFound(f"No such File object: {file_id}", param="id") from None
-        return rec, _prepend(first, body)
+        return rec, span, _prepend(first, body)
+
+
+def etag(rec: FileRecord) -> str:
+    """The file's strong ETag: its bytes never change, and their hash names them."""
+    return f'"{rec.sha256}"'
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
