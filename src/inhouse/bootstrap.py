@@ -1,5 +1,5 @@
 """The composition root: the one place that picks concrete backends from settings (sqlite: / postgresql:,
-file: / s3:), builds the engines' registries, and wires every service to the collaborators it needs."""
+file: / s3:), builds the engines' registries and the trainer, and wires every service to the collaborators it needs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from inhouse.engines.executors import ModelExecutors
 from inhouse.engines.images.assembly import pipeline_dir
 from inhouse.engines.images.pipelines import DiffusionEngine
 from inhouse.engines.registry import ModelRegistry, embedding_registry
+from inhouse.engines.trainer import LocalTrainer
 from inhouse.services.batch_lines import BatchLines
 from inhouse.services.batch_runner import BatchRunner
 from inhouse.services.batches import BatchesService
@@ -160,7 +161,8 @@ def build_services(settings: Settings) -> Services:
         chat_engines=engines.chat,
         chat=chat,
         fine_tuning=FineTuningService(meta, models),
-        jobs=JobRunner(settings, meta, blobs, files, models, executors),
+        jobs=JobRunner(settings, meta, blobs, files, models, executors,
+                       LocalTrainer(settings.fine_tuning, settings.data_dir / "models")),
         batches=BatchesService(meta),
         batch_runner=BatchRunner(settings, meta, blobs, files, lines, usage),
         images=images,

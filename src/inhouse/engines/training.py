@@ -1,10 +1,13 @@
-"""What every training loop shares with the job runner: the stop signal, the resume point and the hooks."""
+"""What every training loop shares with the job runner: the run, the stop signal, the resume point and the
+hooks."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from inhouse.config import ModelEntry
 
 
 class Stopped(Exception):
@@ -16,6 +19,24 @@ class Resume:
     adapter: bytes  # the newest checkpoint's artifact: a LoRA adapter or full weights (safetensors)
     epoch: int  # epochs already done
     step: int  # steps already done
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One attempt of a fine-tuning job as a trainer gets it: plain data, every byte already read."""
+
+    kind: str  # what is trained: "chat" (a causal LM) or "embedding"
+    method: str  # "supervised" or "dpo" (chat)
+    base: ModelEntry  # the configured model it starts from
+    examples: list[dict[str, Any]]  # the training file's examples, as fine_tuning_data parsed them
+    validation: list[dict[str, Any]]  # the validation file's (empty without one)
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    beta: float  # DPO's
+    seed: int
+    full: bool  # every weight trained, instead of a LoRA adapter (chat)
+    parent: bytes | None = None  # the weights of the fine-tune it continues (an adapter or full weights)
 
 
 class TrainingHooks(Protocol):

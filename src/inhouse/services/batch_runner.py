@@ -26,7 +26,17 @@ from inhouse.services.files import ExpiresAfter, FilesService
 from inhouse.services.usage import UsageService
 from inhouse.services.usage_report import BATCH
 from inhouse.storage.base import BlobStore, MetadataStore
-from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord
+from inhouse.storage.records import BatchChunk, BatchRecord, BatchStatus, FileRecord
+from inhouse.storage.tables import (
+    BATCH_CANCELLED,
+    BATCH_CANCELLING,
+    BATCH_COMPLETED,
+    BATCH_EXPIRED,
+    BATCH_FAILED,
+    BATCH_FINALIZING,
+    BATCH_IN_PROGRESS,
+    BATCH_VALIDATING,
+)
 
 log = logging.getLogger(__name__)
 _BOM = b"\xef\xbb\xbf"
@@ -86,7 +96,7 @@ class BatchRunner:
         except Exception:
             log.exception("batch %s failed", batch.id)
             if batch.attempts >= self.jobs.max_attempts:
-                await self._finish(held, "failed", errors=[{
+                await self._finish(held, BATCH_FAILED, errors=[{
                     "code": "batch_failed", "line": None, "param": None,
                     "message": "The batch failed with an internal error; the server log has the details."}])
             else:
@@ -103,40 +113,40 @@ class BatchRunner:
             await asyncio.sleep(self.jobs.heartbeat_seconds)
             held.status = await self.meta.batches.heartbeat_batch(held.batch.id, self.owner, self.clock(),
                                                                   self.jobs.lease_seconds)
-            if held.status in (None, "cancelling"):
+            if held.status in (None, BATCH_CANCELLING):
                 held.stop.set()
 
     # -- one batch -----------------------------------------------------------------------------------------
     async def _run(self, held: _Held) -> None:
         batch = held.batch
-        if batch.attempts > self.jobs.max_attempts and batch.status != "cancelling":
+        if batch.attempts > self.jobs.max_attempts and batch.status != BATCH_CANCELLING:
             # Every earlier claim ended with its worker gone (a line that kills the process, say): stop here.
-            await self._finish(held, "failed", errors=[{
+            await self._finish(held, BATCH_FAILED, errors=[{
                 "code": "max_attempts_exceeded", "line": None, "param": None,
                 "message": f"The batch was interrupted {batch.attempts - 1} times and will not be retried."}])
             return
-        if batch.status == "cancelling":
-            await self._finish(held, "cancelled")
+        if batch.status == BATCH_CANCELLING:
+            await self._finish(held, BATCH_CANCELLED)
             return
-        if batch.status == "finalizing":
-            await self._finish(held, "completed")
+        if batch.status == BATCH_FINALIZING:
+            await self._finish(held, BATCH_COMPLETED)
             return
         if self.clock() >= batch.expires_at:
-            await self._finish(held, "expired")
+            await self._finish(held, BATCH_EXPIRED)
             return
-        if batch.status == "validating":
+        if batch.status == BATCH_VALIDATING:
             scan = await self._scan(batch)
             if scan.errors:
-                await self._finish(held, "failed", errors=scan.errors)
+                await self._finish(held, BATCH_FAILED, errors=scan.errors)
                 return
-            fields = {"status": "in_progress", "in_progress_at": self.clock(), "request_total": scan.total,
+            fields = {"status": BATCH_IN_PROGRESS, "in_progress_at": self.clock(), "request_total": scan.total,
                       "model": scan.model}
-            if not await self.meta.batches.batch_update(batch.id, self.owner, fields, allowed=("validating",)):
+            if not await self.meta.batches.batch_update(batch.id, self.owner, fields, allowed=(BATCH_VALIDATING,)):
                 await self.meta.batches.release_batch(batch.id, self.owner)  # cancelled meanwhile: finished by a claim
                 return
             batch = held.batch = await self._reload(batch)
         if await self.meta.files.get_file(batch.project_id, batch.input_file_id, self.clock()) is None:
-            await self._finish(held, "failed", errors=[{
+            await self._finish(held, BATCH_FAILED, errors=[{
                 "code": "invalid_input_file", "line": None, "param": "input_file_id",
                 "message": f"The input file {batch.input_file_id} was deleted while the batch ran."}])
             return
@@ -155,7 +165,8 @@ class BatchRunner:
                     return  # the lease is lost: whoever holds the batch now goes on
         if held.status is None:
             return
-        await self._finish(held, "expired" if expired else "cancelled" if held.status == "cancelling" else "completed")
+        await self._finish(held, BATCH_EXPIRED if expired else BATCH_CANCELLED if held.status == BATCH_CANCELLING
+                           else BATCH_COMPLETED)
 
     async def _reload(self, batch: BatchRecord) -> BatchRecord:
         fresh = await self.meta.batches.get_batch_any(batch.id)
@@ -307,12 +318,12 @@ class BatchRunner:
             models.add(model)
 
     # -- the end ---------------------------------------------------------------------------------------------
-    async def _finish(self, held: _Held, status: str, errors: list[dict[str, Any]] | None = None) -> None:
+    async def _finish(self, held: _Held, status: BatchStatus, errors: list[dict[str, Any]] | None = None) -> None:
         """Move the batch to its terminal `status`, with the output and error files of what ran."""
         batch = held.batch
         at = self.clock()
-        if status == "completed" and batch.status != "finalizing" and not await self.meta.batches.batch_update(
-                batch.id, self.owner, {"status": "finalizing", "finalizing_at": at}, allowed=("in_progress",)):
+        if status == BATCH_COMPLETED and batch.status != BATCH_FINALIZING and not await self.meta.batches.batch_update(
+                batch.id, self.owner, {"status": BATCH_FINALIZING, "finalizing_at": at}, allowed=(BATCH_IN_PROGRESS,)):
             await self.meta.batches.release_batch(batch.id, self.owner)  # cancelled at the last moment: a claim ends it
             return
         files: list[FileRecord] = []
@@ -324,7 +335,7 @@ class BatchRunner:
         out = await self._assemble(batch, chunks, "out")
         err = await self._assemble(batch, chunks, "err", unrun=(
             "batch_expired", "This request could not be executed before the completion window expired.")
-            if status == "expired" else None)
+            if status == BATCH_EXPIRED else None)
         for kind, made in (("output", out), ("error", err)):
             if made is not None:
                 files.append(made)

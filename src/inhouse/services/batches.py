@@ -11,6 +11,7 @@ from inhouse.ids import new_id, now
 from inhouse.services.fine_tuning import check_metadata
 from inhouse.storage.base import MetadataStore
 from inhouse.storage.records import BatchRecord, Page, Project
+from inhouse.storage.tables import BATCH_CANCELLING, BATCH_IN_PROGRESS, BATCH_VALIDATING
 
 # The endpoints a batch may target here (OpenAI's list also has /v1/responses, /v1/moderations,
 # /v1/images/edits and /v1/videos, which this server does not batch).
@@ -66,7 +67,7 @@ class BatchesService:
                                  param="input_file_id", code="invalid_file_purpose")
         batch = BatchRecord(
             id=new_id("batch"), project_id=project.id, endpoint=endpoint, input_file_id=file_id,
-            completion_window=window, status="validating", created_at=created,
+            completion_window=window, status=BATCH_VALIDATING, created_at=created,
             expires_at=created + WINDOW_SECONDS[window], metadata=metadata, output_expires_after=expires_after,
             api_key_id=api_key_id)
         await self.meta.batches.insert_batch(batch)
@@ -87,11 +88,11 @@ class BatchesService:
         """`cancelling` at once; the worker that holds (or next claims) the batch stops, writes what finished
         and moves it to `cancelled`. Cancelling a cancelling batch answers it as it is."""
         batch, changed = await self.meta.batches.transition_batch(
-            project.id, batch_id, allowed=("validating", "in_progress"),
-            fields={"status": "cancelling", "cancelling_at": self.clock()})
+            project.id, batch_id, allowed=(BATCH_VALIDATING, BATCH_IN_PROGRESS),
+            fields={"status": BATCH_CANCELLING, "cancelling_at": self.clock()})
         if batch is None:
             raise _not_found(batch_id)
-        if not changed and batch.status != "cancelling":
+        if not changed and batch.status != BATCH_CANCELLING:
             raise InvalidRequest(f"Cannot cancel a batch with status '{batch.status}'.", param="batch_id",
                                  code="invalid_state")
         return batch

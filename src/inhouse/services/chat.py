@@ -16,14 +16,13 @@ from inhouse.config import FineTuning as FineTuningSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.causal.adapters import header_is_full
 from inhouse.engines.causal.data import calls_as_text
-from inhouse.engines.causal.generation import CausalEngine, Generated, SamplingParams, choice_params
+from inhouse.engines.causal.generation import Generated, SamplingParams, choice_params
 from inhouse.engines.causal.multi_lora import Adapter
 from inhouse.engines.causal.scheduler import Row, Sink
-from inhouse.engines.executors import ModelExecutors
-from inhouse.engines.registry import ModelRegistry
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.admission import Admission
 from inhouse.services.models import ModelsService, model_not_found
+from inhouse.services.ports import ChatModel, LoadedModels, ModelPools
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -92,7 +91,7 @@ class Prompt:
 
     param: str  # where it came from: "messages" or "prompt"
     chars: int
-    render: Callable[[CausalEngine], list[int]]  # blocking: tokenizes
+    render: Callable[[ChatModel], list[int]]  # blocking: tokenizes
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class Encoded:
     params: SamplingParams  # max_new_tokens cut to the room the prompt leaves in the context
 
 
-def _context_exceeded(engine: CausalEngine, prompt: Prompt, got: str, reduce: str = "") -> InvalidRequest:
+def _context_exceeded(engine: ChatModel, prompt: Prompt, got: str, reduce: str = "") -> InvalidRequest:
     return InvalidRequest(f"This model's maximum context length is {engine.context} tokens. However, {got}. "
                           f"Please reduce the length of the {prompt.param}{reduce}.", param=prompt.param,
                           code="context_length_exceeded")
@@ -109,8 +108,8 @@ def _context_exceeded(engine: CausalEngine, prompt: Prompt, got: str, reduce: st
 
 class ChatService:
     def __init__(self, models: ModelsService, meta: MetadataStore, blobs: BlobStore,
-                 engines: ModelRegistry[CausalEngine], full_engines: ModelRegistry[CausalEngine],
-                 settings: FineTuningSettings, executors: ModelExecutors) -> None:
+                 engines: LoadedModels[ChatModel], full_engines: LoadedModels[ChatModel],
+                 settings: FineTuningSettings, executors: ModelPools) -> None:
         self.models = models
         self.meta = meta
         self.blobs = blobs
@@ -131,7 +130,7 @@ class ChatService:
                 break
         return self._full.get(key, False)
 
-    def _registry(self, target: Target) -> ModelRegistry[CausalEngine]:
+    def _registry(self, target: Target) -> LoadedModels[ChatModel]:
         return self.full_engines if target.entry.kind == "chat-weights" else self.engines
 
     async def resolve(self, project_id: str, name: str) -> Target:
@@ -195,7 +194,7 @@ class ChatService:
         if len(prompts) > cap:
             raise InvalidRequest(f"prompt holds {len(prompts)} prompts; at most {cap} are allowed.", param="prompt")
 
-        def render(text: str) -> Callable[[CausalEngine], list[int]]:
+        def render(text: str) -> Callable[[ChatModel], list[int]]:
             return lambda engine: engine.text_prompt(text)
 
         return [Prompt("prompt", len(text), render(text)) for text in prompts]
@@ -229,7 +228,7 @@ class ChatService:
             out.append(Encoded(ids, replace(params, max_new_tokens=room)))
         return out
 
-    async def _adapter(self, engine: CausalEngine, target: Target) -> Adapter | None:
+    async def _adapter(self, engine: ChatModel, target: Target) -> Adapter | None:
         """The target's LoRA adapter, parsed by the engine (which keeps the newest); its bytes are read here, on
         the loop, only when the engine does not hold it."""
         key = target.adapter_key
@@ -241,7 +240,7 @@ class ChatService:
             adapter = await self.executors.run("chat", engine.add_adapter, key, data)
         return adapter
 
-    async def _results(self, engine: CausalEngine, rows: list[tuple[list[int], SamplingParams]],
+    async def _results(self, engine: ChatModel, rows: list[tuple[list[int], SamplingParams]],
                        adapter: Adapter | None, background: bool) -> list[Generated]:
         """Submit rows and wait for every result, in order; a caller that is cancelled (its client gone)
         cancels its rows, which leave the batch at the next step."""

@@ -6,10 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inhouse.config import Settings
-from inhouse.engines.causal.generation import CausalEngine
-from inhouse.engines.embeddings.engine import EmbeddingEngine
-from inhouse.engines.executors import ModelExecutors
-from inhouse.engines.registry import ModelRegistry
 from inhouse.services.batch_runner import BatchRunner
 from inhouse.services.batches import BatchesService
 from inhouse.services.chat import ChatService
@@ -22,6 +18,7 @@ from inhouse.services.images import ImagesService
 from inhouse.services.keys import KeysService
 from inhouse.services.maintenance import MaintenanceService
 from inhouse.services.models import ModelsService
+from inhouse.services.ports import ChatModel, EmbeddingModel, LoadedModels, ModelPools
 from inhouse.services.rate_limits import RateLimiter
 from inhouse.services.uploads import UploadsService
 from inhouse.services.usage import UsageService
@@ -40,16 +37,16 @@ class Services:
     keys: KeysService
     idempotency: IdempotencyService
     maintenance: MaintenanceService
-    embedding_engines: ModelRegistry[EmbeddingEngine]
+    embedding_engines: LoadedModels[EmbeddingModel]
     embeddings: EmbeddingsService
-    chat_engines: ModelRegistry[CausalEngine]
+    chat_engines: LoadedModels[ChatModel]
     chat: ChatService
     fine_tuning: FineTuningService
     jobs: JobRunner
     batches: BatchesService
     batch_runner: BatchRunner
     images: ImagesService
-    executors: ModelExecutors  # model work's own thread pools, apart from the I/O pool
+    executors: ModelPools  # model work's own thread pools, apart from the I/O pool
     rate_limits: RateLimiter
     usage: UsageService
     usage_report: UsageReport

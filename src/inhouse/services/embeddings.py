@@ -12,22 +12,15 @@ import orjson
 from inhouse.config import Embeddings as EmbeddingSettings
 from inhouse.config import ModelEntry
 from inhouse.engines.embeddings.encoder import FloatArray
-from inhouse.engines.embeddings.engine import EmbeddingEngine
 from inhouse.engines.embeddings.openai_tokens import OpenAITokenIds
-from inhouse.engines.executors import ModelExecutors
 from inhouse.errors import InhouseError, InvalidRequest
 from inhouse.services.models import ModelsService, model_not_found
+from inhouse.services.ports import EmbeddingModel, ModelPools, ModelSource
 
 ENCODING_FORMATS = ("float", "base64")
 _INLINE_CHARS = 4096  # smaller requests tokenize on the loop: a thread hop would cost more than the work
 
 InputValue = str | list[str] | list[int] | list[list[int]]
-
-
-class EngineSource(Protocol):
-    async def get(self, entry: ModelEntry) -> EmbeddingEngine:
-        """The loaded engine of `entry` (loading it off the loop on first use); EngineFailure if it cannot."""
-        ...
 
 
 class FineTunedSource(Protocol):
@@ -86,8 +79,8 @@ def _bad_input(message: str) -> InvalidRequest:
 
 
 class EmbeddingsService:
-    def __init__(self, models: ModelsService, engines: EngineSource, settings: EmbeddingSettings,
-                 executors: ModelExecutors, fine_tuned: FineTunedSource) -> None:
+    def __init__(self, models: ModelsService, engines: ModelSource[EmbeddingModel], settings: EmbeddingSettings,
+                 executors: ModelPools, fine_tuned: FineTunedSource) -> None:
         self.models = models
         self.fine_tuned = fine_tuned
         self.executors = executors
@@ -133,7 +126,7 @@ class EmbeddingsService:
             texts.append(text)
         return texts
 
-    def _tokenize(self, engine: EmbeddingEngine, texts: list[str]) -> list[list[int]]:
+    def _tokenize(self, engine: EmbeddingModel, texts: list[str]) -> list[list[int]]:
         return self._check_lengths(engine.tokenize(texts))
 
     def _check_lengths(self, ids: list[list[int]]) -> list[list[int]]:
@@ -148,7 +141,7 @@ class EmbeddingsService:
             raise _bad_input(f"The request has {total} tokens; at most {total_limit} are allowed per request.")
         return ids
 
-    def _prepare(self, engine: EmbeddingEngine, texts: list[str] | None, arrays: list[list[int]] | None
+    def _prepare(self, engine: EmbeddingModel, texts: list[str] | None, arrays: list[list[int]] | None
                  ) -> list[list[int]]:
         if arrays is not None:
             texts = self._decode(arrays)
@@ -172,7 +165,7 @@ class EmbeddingsService:
             raise InvalidRequest("dimensions must be at least 1.", param="dimensions")
 
     @staticmethod
-    def _check_dimensions(engine: EmbeddingEngine, model: str, dimensions: int | None) -> None:
+    def _check_dimensions(engine: EmbeddingModel, model: str, dimensions: int | None) -> None:
         if dimensions is not None and dimensions > engine.dimensions:
             raise InvalidRequest(f"dimensions must be at most {engine.dimensions} for model `{model}`.",
                                  param="dimensions")
@@ -238,7 +231,7 @@ class EmbeddingsService:
         assert all(r is not None for r in out)
         return [r for r in out if r is not None]
 
-    def _prepare_many(self, engine: EmbeddingEngine, inputs: list[tuple[list[str] | None, list[list[int]] | None]]
+    def _prepare_many(self, engine: EmbeddingModel, inputs: list[tuple[list[str] | None, list[list[int]] | None]]
                       ) -> list[list[list[int]] | InhouseError]:
         """Token ids of each request's inputs (one tokenizer call for all texts), or its error."""
         texts_of: list[list[str] | InhouseError] = []

@@ -19,9 +19,8 @@ from inhouse.storage.records import (
     Page,
     Project,
 )
-from inhouse.storage.tables import JOB_ACTIVE, JOB_TERMINAL
+from inhouse.storage.tables import JOB_ACTIVE, JOB_CANCELLED, JOB_PAUSED, JOB_QUEUED, JOB_VALIDATING_FILES
 
-ACTIVE, TERMINAL = JOB_ACTIVE, JOB_TERMINAL
 MAX_SEED = 2_147_483_647
 AUTO = "auto"
 
@@ -240,7 +239,7 @@ class FineTuningService:
             parent_model=parent, training_file=training, validation_file=validation, suffix=suffix, seed=seed,
             method={"type": method_type, "base_name": base_name, "org": _slug(project.name), "full": full,
                     "model_kind": kind},
-            hyperparameters=hyper, status="validating_files", error=None, fine_tuned_model=None, finished_at=None,
+            hyperparameters=hyper, status=JOB_VALIDATING_FILES, error=None, fine_tuned_model=None, finished_at=None,
             trained_tokens=None, integrations=integrations, metadata=metadata, result_files=[],
             estimated_finish=None, attempts=0, lease_owner=None, lease_expires_at=None,
         )
@@ -281,21 +280,21 @@ class FineTuningService:
 
     async def cancel(self, project: Project, job_id: str) -> FineTuningJobRecord:
         # Clearing the lease makes every later write of the worker fail: nothing lands after this event.
-        return await self._move(project, job_id, (*ACTIVE, "paused"),
-                                {"status": "cancelled", "finished_at": self.clock(), "estimated_finish": None,
+        return await self._move(project, job_id, (*JOB_ACTIVE, JOB_PAUSED),
+                                {"status": JOB_CANCELLED, "finished_at": self.clock(), "estimated_finish": None,
                                  "lease_owner": None, "lease_expires_at": None},
                                 "Fine-tuning job cancelled", "cancel")
 
     async def pause(self, project: Project, job_id: str) -> FineTuningJobRecord:
-        return await self._move(project, job_id, ACTIVE,
-                                {"status": "paused", "estimated_finish": None, "lease_owner": None,
+        return await self._move(project, job_id, JOB_ACTIVE,
+                                {"status": JOB_PAUSED, "estimated_finish": None, "lease_owner": None,
                                  "lease_expires_at": None},
                                 "Fine-tuning job paused", "pause")
 
     async def resume(self, project: Project, job_id: str) -> FineTuningJobRecord:
         # attempts bounds claims lost to crashes in a row; the claims a pause ended were not crashes, so a
         # resumed job starts its count again (else a few pause/resume cycles would fail it).
-        return await self._move(project, job_id, ("paused",), {"status": "queued", "attempts": 0},
+        return await self._move(project, job_id, (JOB_PAUSED,), {"status": JOB_QUEUED, "attempts": 0},
                                 "Fine-tuning job resumed", "resume")
 
     async def events(self, project: Project, job_id: str, *, after: str | None,

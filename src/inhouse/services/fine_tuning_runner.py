@@ -19,25 +19,27 @@ from typing import Any
 
 from inhouse import observability
 from inhouse.config import Settings
-from inhouse.engines.causal.data import encode_preference, encode_sft
-from inhouse.engines.causal.loading import load_model, load_tokenizer, model_dir
-from inhouse.engines.causal.training import TrainSpec, train
-from inhouse.engines.executors import ModelExecutors
-from inhouse.engines.imports import import_libraries
-from inhouse.engines.locate import require_model
-from inhouse.engines.training import Resume, Stopped, steps_per_epoch
+from inhouse.engines.training import Resume, Stopped, TrainingRun, steps_per_epoch
 from inhouse.ids import new_id, now
 from inhouse.progress import Progress, progress
 from inhouse.services.blob_keys import checkpoint_key, file_blob_key
 from inhouse.services.files import FilesService
-from inhouse.services.fine_tuning import ACTIVE, event, model_kind, model_name, resolve
+from inhouse.services.fine_tuning import event, model_kind, model_name, resolve
 from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_dataset
 from inhouse.services.models import ModelsService
+from inhouse.services.ports import ModelPools, Trainer
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
 from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningJobRecord, ModelRecord
+from inhouse.storage.tables import (
+    JOB_ACTIVE,
+    JOB_FAILED,
+    JOB_QUEUED,
+    JOB_RUNNING,
+    JOB_SUCCEEDED,
+    JOB_VALIDATING_FILES,
+)
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -54,9 +56,11 @@ class _Run:
 
 class JobRunner:
     def __init__(self, settings: Settings, meta: MetadataStore, blobs: BlobStore, files: FilesService,
-                 models: ModelsService, executors: ModelExecutors, clock: Callable[[], int] = now) -> None:
+                 models: ModelsService, executors: ModelPools, trainer: Trainer,
+                 clock: Callable[[], int] = now) -> None:
         self.settings = settings
         self.executors = executors
+        self.trainer = trainer
         self.cfg = settings.fine_tuning
         self.meta = meta
         self.blobs = blobs
@@ -90,17 +94,17 @@ class JobRunner:
 
     async def _fail(self, job: FineTuningJobRecord, code: str, message: str, param: str | None) -> None:
         failed = await self.meta.jobs.worker_update(job.id, self.owner, fields={
-            "status": "failed", "error": {"code": code, "message": message, "param": param},
+            "status": JOB_FAILED, "error": {"code": code, "message": message, "param": param},
             "finished_at": self.clock(), "estimated_finish": None, "lease_owner": None, "lease_expires_at": None,
         }, events=[event(job.id, message, level="error")])
         if failed:
-            observability.JOB_TRANSITIONS.labels("failed").inc()
+            observability.JOB_TRANSITIONS.labels(JOB_FAILED).inc()
 
     async def _heartbeat(self, run: _Run) -> None:
         while not run.stop.is_set():
             await asyncio.sleep(self.cfg.heartbeat_seconds)
             status = await self.meta.jobs.heartbeat_job(run.job.id, self.owner, self.clock(), self.cfg.lease_seconds)
-            if status not in ACTIVE:
+            if status not in JOB_ACTIVE:
                 run.stop.set()  # cancelled, paused, or taken by another worker: stop the CPU work now
 
     # -- one job ------------------------------------------------------------------------------------------
@@ -138,19 +142,20 @@ class JobRunner:
             await self._fail(job, "max_attempts_exceeded",
                              f"The job was interrupted {job.attempts - 1} times and will not be retried.", None)
             return
-        if job.status == "validating_files":
+        if job.status == JOB_VALIDATING_FILES:
             # Validate first keeping nothing (a huge or bad file costs memory bounded by one line), then read
             # the examples training needs. A resumed job's files were validated already: one pass reads them.
             if await self._datasets(job, keep=False) is None:
                 return
-            if not await self.meta.jobs.worker_update(job.id, self.owner, fields={"status": "queued"},
+            if not await self.meta.jobs.worker_update(job.id, self.owner, fields={"status": JOB_QUEUED},
                                                       events=[event(job.id, "Files validated, moving job to queued "
                                                                "state")]):
                 return
         sets = await self._datasets(job, keep=True)
         if sets is None:
             return
-        if job.parent_model and await self.meta.models.get_model(job.project_id, job.parent_model) is None:
+        parent = await self.meta.models.get_model(job.project_id, job.parent_model) if job.parent_model else None
+        if job.parent_model and parent is None:
             await self._fail(job, "invalid_model", f"The model {job.parent_model} to continue from was deleted.",
                              "model")
             return
@@ -164,13 +169,12 @@ class JobRunner:
         message = ("Fine-tuning job started" if resume is None
                    else f"Fine-tuning job resumed from the checkpoint at step {resume.step}")
         if not await self.meta.jobs.worker_update(job.id, self.owner, fields={
-                "status": "running", "hyperparameters": hp}, events=[event(job.id, message)]):
+                "status": JOB_RUNNING, "hyperparameters": hp}, events=[event(job.id, message)]):
             return
-        observability.JOB_TRANSITIONS.labels("running").inc()
-        train_fn = self._train_encoder if model_kind(job) == "embedding" else self._train
+        observability.JOB_TRANSITIONS.labels(JOB_RUNNING).inc()
+        training = await self._training(job, train_set, valid_set, hp, parent, resume)
         t0 = time.monotonic()
-        adapter, trained_tokens = await self.executors.run("training", train_fn, run, train_set, valid_set, hp,
-                                                           resume)
+        adapter, trained_tokens = await self.executors.run("training", self._train, run, training, hp, resume)
         # trained_tokens counts every epoch of the job; this attempt ran those after its checkpoint's epoch.
         epochs = hp["n_epochs"]
         this_attempt = trained_tokens * (epochs - (resume.epoch if resume else 0)) // max(1, epochs)
@@ -186,63 +190,29 @@ class JobRunner:
         newest = page.items[0]
         return Resume(await read_all(self.blobs, newest.artifact_key), newest.epoch, newest.step_number)
 
+    async def _training(self, job: FineTuningJobRecord, train_set: Dataset, valid_set: Dataset | None,
+                        hp: dict[str, Any], parent: ModelRecord | None, resume: Resume | None) -> TrainingRun:
+        """What the trainer gets, every byte read here on the loop. The parent's weights are held once, for the
+        run: a causal LM merges them under each attempt's adapter; an embedding model's checkpoint holds every
+        weight, so a resumed one does without them."""
+        weights = None
+        if parent is not None and (model_kind(job) != "embedding" or resume is None):
+            weights = await read_all(self.blobs, parent.artifact_key)
+        base = next(e for e in self.settings.all_models() if e.id == job.base_model)
+        return TrainingRun(
+            kind=model_kind(job), method=job.method["type"], base=base, examples=train_set.examples,
+            validation=valid_set.examples if valid_set else [], n_epochs=hp["n_epochs"],
+            batch_size=hp["batch_size"], learning_rate_multiplier=hp["learning_rate_multiplier"],
+            beta=hp.get("beta", 0.1), seed=job.seed, full=bool(job.method.get("full")), parent=weights)
+
     # -- training thread ----------------------------------------------------------------------------------
     def _call(self, run: _Run, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, run.loop).result()
 
-    def _train(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
-               resume: Resume | None) -> tuple[bytes, int]:
-        job = run.job
-        import_libraries("torch", "transformers", "peft")
-        entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
-        path = model_dir(entry, self.settings.data_dir / "models")
-        tok = load_tokenizer(path)
-        model = load_model(path, self.cfg.threads)
-        if job.parent_model:
-            # Continuing a fine-tune: start from its weights (its adapter merged into the base).
-            from inhouse.engines.causal.adapters import attach_adapter, is_full, load_full
-
-            parent = self._call(run, self.meta.models.get_model(job.project_id, job.parent_model))
-            weights = self._call(run, read_all(self.blobs, parent.artifact_key))
-            if is_full(weights):
-                load_full(model, weights)
-            else:
-                model = attach_adapter(model, "parent", weights).merge_and_unload()
-        max_len = self.cfg.max_length
-        train_ex: list[Any]
-        valid_ex: list[Any]
-        if job.method["type"] == "dpo":
-            train_ex = [encode_preference(tok, e, max_len) for e in train_set.examples]
-            valid_ex = [encode_preference(tok, e, max_len) for e in valid_set.examples] if valid_set else []
-        else:
-            train_ex = [encode_sft(tok, e, max_len) for e in train_set.examples]
-            valid_ex = [encode_sft(tok, e, max_len) for e in valid_set.examples] if valid_set else []
-        full = bool(job.method.get("full"))
-        base_lr = self.cfg.full_base_learning_rate if full else self.cfg.base_learning_rate
-        spec = TrainSpec(method=job.method["type"], n_epochs=hp["n_epochs"], batch_size=hp["batch_size"],
-                         learning_rate=base_lr * hp["learning_rate_multiplier"], beta=hp.get("beta", 0.1),
-                         seed=job.seed, lora_rank=self.cfg.lora_rank, full=full)
-        return train(model, int(tok.pad_token_id), train_ex, valid_ex, spec, _Hooks(self, run, hp), resume)
-
-    def _train_encoder(self, run: _Run, train_set: Dataset, valid_set: Dataset | None, hp: dict[str, Any],
-                       resume: Resume | None) -> tuple[bytes, int]:
-        from inhouse.engines.embeddings.training import EncoderTrainSpec, PairExample, load_trainable, train_encoder
-
-        job = run.job
-        import_libraries("torch", "transformers", "sentence_transformers")
-        entry = next(e for e in self.settings.all_models() if e.id == job.base_model)
-        parent = None
-        if job.parent_model and resume is None:  # continuing a fine-tune: start from its weights
-            record = self._call(run, self.meta.models.get_model(job.project_id, job.parent_model))
-            parent = self._call(run, read_all(self.blobs, record.artifact_key))
-        model = load_trainable(require_model(entry), self.cfg.threads, parent)
-        spec = EncoderTrainSpec(n_epochs=hp["n_epochs"], batch_size=hp["batch_size"], seed=job.seed,
-                                learning_rate=self.cfg.embedding_base_learning_rate * hp["learning_rate_multiplier"])
-
-        def pairs(data: Dataset | None) -> list[PairExample]:
-            return [PairExample(e["query"], e["positive"], e.get("negative")) for e in data.examples] if data else []
-
-        return train_encoder(model, pairs(train_set), pairs(valid_set), spec, _Hooks(self, run, hp), resume)
+    def _train(self, run: _Run, training: TrainingRun, hp: dict[str, Any], resume: Resume | None
+               ) -> tuple[bytes, int]:
+        """On the training pool: the trainer's run, its hooks writing back through the loop."""
+        return self.trainer.train(training, _Hooks(self, run, hp), resume)
 
     async def _checkpoint(self, run: _Run, epoch: int, step: int, adapter: bytes, metrics: dict[str, Any],
                           final: bool) -> None:
@@ -271,7 +241,7 @@ class JobRunner:
         model = ModelRecord(name, job.project_id, self.clock(), f"user-{job.method['org']}", model_kind(job),
                             job.base_model, final_ckpt.artifact_key)
         done = await self.meta.jobs.finish_job_success(job.id, self.owner, fields={
-            "status": "succeeded", "fine_tuned_model": name, "finished_at": self.clock(),
+            "status": JOB_SUCCEEDED, "fine_tuned_model": name, "finished_at": self.clock(),
             "trained_tokens": trained_tokens, "result_files": [result], "estimated_finish": None,
         }, model=model, events=[event(job.id, f"New fine-tuned model created: {name}"),
                                 event(job.id, "The job has successfully completed")])
@@ -279,7 +249,7 @@ class JobRunner:
             await self.meta.files.delete_file(job.project_id, result)
             await self.blobs.delete(file_blob_key(result))
             return
-        observability.JOB_TRANSITIONS.labels("succeeded").inc()
+        observability.JOB_TRANSITIONS.labels(JOB_SUCCEEDED).inc()
         # Its trained tokens become usage; each job counts once, and any a crash left uncounted count now too.
         await self.meta.usage.settle_training_usage()
 

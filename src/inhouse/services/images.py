@@ -15,9 +15,7 @@ from typing import Any
 
 from inhouse.config import Images as ImageSettings
 from inhouse.config import ModelEntry
-from inhouse.engines.executors import ModelExecutors
-from inhouse.engines.images.pipelines import DiffusionEngine, Render
-from inhouse.engines.registry import ModelRegistry
+from inhouse.engines.images.pipelines import Render
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import now, random_token
 from inhouse.schemas.images import CreateImageRequest
@@ -25,6 +23,7 @@ from inhouse.services.admission import Admission, ByteBudget
 from inhouse.services.blob_keys import image_key
 from inhouse.services.image_inputs import MB, decode, edit_region, has_alpha
 from inhouse.services.models import ModelsService
+from inhouse.services.ports import ImageModel, LoadedModels, ModelPools
 from inhouse.storage.base import BlobStore
 
 GEN_SIZES = {
@@ -81,9 +80,9 @@ class Plan:
 
 
 class ImagesService:
-    def __init__(self, models: ModelsService, engines: ModelRegistry[DiffusionEngine], blobs: BlobStore,
+    def __init__(self, models: ModelsService, engines: LoadedModels[ImageModel], blobs: BlobStore,
                  settings: ImageSettings, max_pixels: int, secret: bytes,
-                 executors: ModelExecutors) -> None:
+                 executors: ModelPools) -> None:
         self.models = models
         self.engines = engines
         self.blobs = blobs
@@ -210,10 +209,10 @@ class ImagesService:
         return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)
 
     # -- running --------------------------------------------------------------------------------------
-    async def _engine(self, plan: Plan) -> DiffusionEngine:
+    async def _engine(self, plan: Plan) -> ImageModel:
         return await self.engines.get(plan.entry)
 
-    async def _run(self, plan: Plan, fn: Callable[[DiffusionEngine], list[Any]]) -> list[Any]:
+    async def _run(self, plan: Plan, fn: Callable[[ImageModel], list[Any]]) -> list[Any]:
         engine = await self._engine(plan)
         engine.busy += 1
         try:
@@ -279,7 +278,7 @@ class ImagesService:
         size = (plan.width, plan.height)
         native = (plan.render.width, plan.render.height)
 
-        def paint(engine: DiffusionEngine) -> list[Any]:
+        def paint(engine: ImageModel) -> list[Any]:
             # All pixel work runs here, on the worker thread, never on the event loop.
             original = first.convert("RGB")
             if original.size != size:
@@ -312,7 +311,7 @@ class ImagesService:
                                        max_pixels=self.max_pixels, square=True)
         strength = self.settings.variation_strength
 
-        def vary(engine: DiffusionEngine) -> list[Any]:
+        def vary(engine: ImageModel) -> list[Any]:
             src = img.convert("RGB").resize((plan.render.width, plan.render.height), Image.Resampling.LANCZOS)
             return self._fit(engine.vary(plan.render, src, strength), plan)
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
+
+# The states a fine-tuning job and a batch move through; storage/tables.py names each one and groups them.
+JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+BatchStatus = Literal["validating", "in_progress", "finalizing", "cancelling", "completed", "failed", "cancelled",
+                      "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,7 @@ class FineTuningJobRecord:
     seed: int
     method: dict[str, Any]
     hyperparameters: dict[str, Any]
-    status: str
+    status: JobStatus
     error: dict[str, Any] | None
     fine_tuned_model: str | None
     finished_at: int | None
@@ -200,7 +205,7 @@ class BatchRecord:
     endpoint: str
     input_file_id: str
     completion_window: str
-    status: str
+    status: BatchStatus
     created_at: int
     expires_at: int
     metadata: dict[str, str] | None = None

@@ -7,7 +7,7 @@ import json
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from inhouse.storage.records import BatchRecord
+from inhouse.storage.records import BatchRecord, BatchStatus, JobStatus
 
 # files, uploads, keys, projects, models
 FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"
@@ -30,8 +30,15 @@ JOB_UPDATABLE = {
     "status", "error", "fine_tuned_model", "finished_at", "trained_tokens", "result_files", "estimated_finish",
     "hyperparameters", "lease_owner", "lease_expires_at", "attempts",
 }
-JOB_ACTIVE = ("validating_files", "queued", "running")  # claimable, and held by a worker
-JOB_TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_VALIDATING_FILES: JobStatus = "validating_files"
+JOB_QUEUED: JobStatus = "queued"
+JOB_RUNNING: JobStatus = "running"
+JOB_PAUSED: JobStatus = "paused"  # held by no worker until resumed
+JOB_SUCCEEDED: JobStatus = "succeeded"
+JOB_FAILED: JobStatus = "failed"
+JOB_CANCELLED: JobStatus = "cancelled"
+JOB_ACTIVE: tuple[JobStatus, ...] = (JOB_VALIDATING_FILES, JOB_QUEUED, JOB_RUNNING)  # claimable, and held by a worker
+JOB_TERMINAL: tuple[JobStatus, ...] = (JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED)
 JOB_ACTIVE_SQL = f"status IN ({', '.join(repr(s) for s in JOB_ACTIVE)})"
 EVENT_COLS = "id, job_id, created_at, level, message, type, data"
 CKPT_COLS = "id, job_id, created_at, step_number, epoch, metrics, fine_tuned_model_checkpoint, artifact_key"
@@ -45,7 +52,15 @@ BATCH_UPDATABLE = {
     "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "request_total",
     "lease_owner", "lease_expires_at",
 }
-BATCH_OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+BATCH_VALIDATING: BatchStatus = "validating"
+BATCH_IN_PROGRESS: BatchStatus = "in_progress"
+BATCH_FINALIZING: BatchStatus = "finalizing"
+BATCH_CANCELLING: BatchStatus = "cancelling"
+BATCH_COMPLETED: BatchStatus = "completed"
+BATCH_FAILED: BatchStatus = "failed"
+BATCH_CANCELLED: BatchStatus = "cancelled"
+BATCH_EXPIRED: BatchStatus = "expired"
+BATCH_OPEN: tuple[BatchStatus, ...] = (BATCH_VALIDATING, BATCH_IN_PROGRESS, BATCH_FINALIZING, BATCH_CANCELLING)
 
 # usage
 FINE_TUNING_ENDPOINT = "/v1/fine_tuning/jobs"
