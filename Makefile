@@ -32,16 +32,18 @@ install-test: $(VENV)/.test-installed
 serve: install
 	$(VENV)/bin/inhouse serve
 
-# The stateful API tests run a second time on a real Postgres and S3 gateway (SeaweedFS) that the session starts:
-# every feature, unchanged, on the scale-out backends.
+# The stateful tests run again on a real Postgres with a real S3 gateway (SeaweedFS), and on Postgres with a
+# shared local blob directory, both started by the session: every feature, unchanged, on the scale-out backends.
 STATEFUL_API_TESTS := tests/api/test_files.py tests/api/test_uploads.py tests/api/test_idempotency.py \
 	tests/api/test_models.py tests/api/test_auth.py tests/api/test_projects.py tests/api/test_usage.py \
 	tests/api/test_fine_tuning.py tests/api/test_batches.py tests/api/test_images.py \
-	tests/api/test_embedding_fine_tuning.py
+	tests/api/test_embedding_fine_tuning.py tests/api/test_rate_limits.py tests/api/test_project_limits.py \
+	tests/api/test_chat.py tests/services/test_maintenance.py tests/api/test_file_ranges.py
 
 test: install-test
 	$(PY) -m pytest -q
 	INHOUSE_TEST_STORAGE=postgres+s3 $(PY) -m pytest -q $(STATEFUL_API_TESTS)
+	INHOUSE_TEST_STORAGE=postgres+local $(PY) -m pytest -q $(STATEFUL_API_TESTS)
 
 test-fast: install-test
 	$(PY) -m pytest -q -m "not slow and not e2e"

@@ -20,7 +20,13 @@ from tests.harness import ServerHandle, start_server, validating_http_client
 
 # INHOUSE_TEST_STORAGE=postgres+s3 (or postgres+local) runs the tests' servers on a real Postgres and/or SeaweedFS
 # S3 gateway that the test session starts, instead of the embedded SQLite + local blobs: every feature, unchanged.
+# postgres+local is the shared-directory deployment: Postgres, and blobs in a directory apart from DATA_DIR (as a
+# mount every node shares would be), so nothing may find them under DATA_DIR/blobs.
 TEST_STORAGE = os.environ.get("INHOUSE_TEST_STORAGE", "sqlite+local")
+_DATABASES, _BLOBS = ("sqlite", "postgres"), ("local", "s3")
+if TEST_STORAGE.partition("+")[0] not in _DATABASES or TEST_STORAGE.partition("+")[2] not in _BLOBS:
+    raise pytest.UsageError(f"INHOUSE_TEST_STORAGE={TEST_STORAGE!r}: expected DATABASE+BLOBS, DATABASE one of "
+                            f"{_DATABASES} and BLOBS one of {_BLOBS} (e.g. postgres+s3)")
 
 
 def storage_overrides(tmp_path: Path) -> dict[str, Any]:
@@ -30,6 +36,8 @@ def storage_overrides(tmp_path: Path) -> dict[str, Any]:
         from tests.storage import postgres_server
 
         out["database_url"] = postgres_server.database_url(tmp_path)
+        if blobs == "local":
+            out["blob_url"] = f"file://{(tmp_path / 'shared-blobs').resolve()}"
     if blobs == "s3":
         from tests.storage.seaweedfs import seaweedfs
 
@@ -37,13 +45,10 @@ def storage_overrides(tmp_path: Path) -> dict[str, Any]:
     return out
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if TEST_STORAGE == "sqlite+local":
-        return
-    skip = pytest.mark.skip(reason=f"reads the embedded backends' own files; these tests run on {TEST_STORAGE}")
-    for item in items:
-        if "embedded_storage" in item.keywords:
-            item.add_marker(skip)
+def storage_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the CLI (`inhouse keys …`) at the same stores as `settings`' servers, as an
+    operator's would on a scale-out deployment."""
+    return {"INHOUSE_DATABASE_URL": settings.database_url, "INHOUSE_BLOB_URL": settings.blob_url}
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ import openai
 import pytest
 
 from inhouse.config import ModelEntry
+from inhouse.services.blob_keys import checkpoint_key
+from inhouse.storage.base import read_all
 from tests.api.test_embeddings import tiny_encoder  # noqa: F401 - the session's tiny encoder fixture
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
@@ -108,7 +110,6 @@ PER_EPOCH = 12
 STEPS = PER_EPOCH * 12
 
 
-@pytest.mark.embedded_storage
 def test_fine_tune_beats_base_on_held_out_queries(enc_server: ServerHandle, enc: openai.OpenAI,
                                                   tiny_encoder: Path) -> None:  # noqa: F811
     items = catalogue()
@@ -162,8 +163,9 @@ def test_fine_tune_beats_base_on_held_out_queries(enc_server: ServerHandle, enc:
     assert ckpts[0].metrics.valid_loss is not None
     from inhouse.engines.embeddings.training import load_trainable
 
-    final_blob = enc_server.settings.data_dir / "blobs" / "checkpoints" / ckpts[0].id
-    model = load_trainable(tiny_encoder, 1, final_blob.read_bytes())
+    # The checkpoint's weights as the blob store holds them (a local directory, or S3).
+    weights = enc_server.call(read_all(enc_server.services.blobs, checkpoint_key(ckpts[0].id)))
+    model = load_trainable(tiny_encoder, 1, weights)
     texts = ["zeta omicron", "red circle on the blue star", "alpha beta gamma delta"]
     own = model.encode(texts, normalize_embeddings=True)
     served = vectors(enc, name, texts)

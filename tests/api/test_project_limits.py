@@ -20,7 +20,7 @@ from inhouse.services.rate_limits import Limit, RateLimiter, RateLimitExceeded
 from inhouse.storage.records import Project
 from tests.api.test_embeddings import tiny_encoder, tiny_settings  # noqa: F401 - the tiny encoder fixture
 from tests.api.test_rate_limits import emb_server, embed, error_of, new_key, seconds  # noqa: F401 - a fixture
-from tests.conftest import make_client
+from tests.conftest import make_client, storage_env
 from tests.harness import ServerHandle, start_server
 
 
@@ -189,9 +189,11 @@ def test_limiter_gives_back_what_the_first_bucket_took() -> None:
 
 
 def test_cli_sets_and_lists_project_limits(settings_factory: Any, tiny_encoder: Path,  # noqa: F811
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     settings = tiny_settings(settings_factory, tiny_encoder)
     data = str(settings.data_dir)
+    for name, value in storage_env(settings).items():  # the CLI works on the servers' own stores
+        monkeypatch.setenv(name, value)
     assert cli(["keys", "create", "--project", "team", "--data-dir", data]) == 0
     token_a = capsys.readouterr().out.strip().splitlines()[-1]
     assert cli(["keys", "create", "--project", "team", "--data-dir", data]) == 0

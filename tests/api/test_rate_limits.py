@@ -17,7 +17,7 @@ import pytest
 from inhouse.cli import main as cli
 from inhouse.services.keys import CreatedKey
 from tests.api.test_embeddings import tiny_encoder, tiny_settings  # noqa: F401 - the tiny encoder fixture
-from tests.conftest import make_client
+from tests.conftest import make_client, storage_env
 from tests.harness import ServerHandle, start_server
 
 MODEL = "text-embedding-3-small"
@@ -171,9 +171,11 @@ def test_chat_tokens_count_max_tokens(settings_factory: Any, tiny_llm: Path) -> 
 
 
 def test_cli_sets_and_updates_limits(settings_factory: Any, tiny_encoder: Path,  # noqa: F811
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     settings = tiny_settings(settings_factory, tiny_encoder)
     data = str(settings.data_dir)
+    for name, value in storage_env(settings).items():  # the CLI works on the servers' own stores
+        monkeypatch.setenv(name, value)
     assert cli(["keys", "create", "--project", "team", "--rpm", "1", "--data-dir", data]) == 0
     out = capsys.readouterr().out
     token = out.strip().splitlines()[-1]

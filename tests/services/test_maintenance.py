@@ -1,4 +1,5 @@
-"""Housekeeping rules that need no HTTP: the sweep removes images whose URLs have expired, and only those."""
+"""Housekeeping rules that need no HTTP: the sweep removes images whose URLs have expired, and only those; a cached
+fine-tune lives as long as its weights' blob. On whichever stores INHOUSE_TEST_STORAGE names (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,33 @@ from typing import Any
 from inhouse.bootstrap import build_services
 
 
-async def put(services: Any, key: str, age_s: float) -> Path:
+async def put(services: Any, key: str) -> None:
     writer = services.blobs.writer(key)
     await writer.write(b"\x89PNG not really")
     await writer.commit()
-    path = Path(services.blobs.path_for(key))
-    stamp = time.time() - age_s
-    os.utime(path, (stamp, stamp))
-    return path
 
 
 def test_sweep_removes_images_past_their_url_ttl(settings_factory: Any) -> None:
+    # A blob's age is the store's own (a file's mtime, an S3 object's LastModified, which no client can set), so
+    # the ages here are real: a TTL of a few seconds, and blobs written that far apart. S3 dates to the second.
     settings = settings_factory()
-    settings.images.url_ttl_seconds = 600
+    settings.images.url_ttl_seconds = 4
 
     async def body() -> None:
         services = build_services(settings)
         await services.open()
         try:
-            expired = await put(services, "images/img_expired", 601 + 5)
-            fresh = await put(services, "images/img_fresh", 600 - 60)
-            just_made = await put(services, "images/img_new", 0)
+            await put(services, "images/img_expired")
+            await asyncio.sleep(3.0)
+            await put(services, "images/img_fresh")
+            await asyncio.sleep(1.5)
+            await put(services, "images/img_new")
+            # img_expired is over 4.5 s old; img_fresh about 1.5 s (2.5 s on S3's whole seconds), well inside.
             report = await services.maintenance.sweep()
             assert report.expired_images == 1
-            assert not expired.exists()
-            assert fresh.exists() and just_made.exists()  # a URL signed for them may still be valid
-            assert sorted(await services.blobs.list_keys("images")) == ["images/img_fresh",
-                                                                        "images/img_new"]
+            # A URL signed for the others may still be valid.
+            assert sorted(await services.blobs.list_keys("images")) == ["images/img_fresh", "images/img_new"]
+            assert await services.blobs.size("images/img_expired") is None
             assert (await services.maintenance.sweep()).expired_images == 0
         finally:
             await services.close()
@@ -60,8 +61,8 @@ def test_sweep_bounds_the_fine_tuned_embedding_cache_by_the_blob_store(settings_
         services = build_services(settings)
         await services.open()
         try:
-            await put(services, "checkpoints/ftckpt-kept", 0)
-            await put(services, "checkpoints/ftckpt-gone", 0)
+            await put(services, "checkpoints/ftckpt-kept")
+            await put(services, "checkpoints/ftckpt-gone")
             kept = write_model_dir(base, b"w1", cache / "fine-tuned" / "a", "checkpoints/ftckpt-kept")
             gone = write_model_dir(base, b"w2", cache / "fine-tuned" / "b", "checkpoints/ftckpt-gone")
             for name, source in (("x", kept), ("y", gone)):
