@@ -112,6 +112,11 @@ def steps_claimed_by(events: list[Any]) -> list[int]:
     return [e.data["step"] for e in events if e.type == "metrics"]
 
 
+def step_of(message: str) -> int:
+    """The step a checkpoint or resume event names ("... at step 20 ...", "... at step 20.")."""
+    return int(message.split(" at step ", 1)[1].split()[0].rstrip("."))
+
+
 def test_two_servers_two_workers_one_truth(cluster: Cluster) -> None:
     admin_key = secret_of(cluster.cli("keys", "create", "--project", "ops", "--admin"))
     a, b = cluster.serve("server-a"), cluster.serve("server-b")
@@ -172,24 +177,56 @@ def test_two_servers_two_workers_one_truth(cluster: Cluster) -> None:
         time.sleep(0.05)
     worker_1.send_signal(signal.SIGKILL)
     worker_1.wait(10)
-    killed_at = steps_claimed_by(all_events(via_a, job.id))[-1]
+    before = all_events(via_a, job.id)
+    killed_at = steps_claimed_by(before)[-1]
     assert killed_at < 60, "killed mid-job"
+    newest = max(step_of(e.message) for e in before if e.message.startswith("Checkpoint created at step "))
     cluster.worker("worker-2")
     finished = wait_for(via_a, job.id, timeout=180)
     assert finished.status == "succeeded", finished.error
     events = all_events(via_b, job.id)
     assert steps_claimed_by(events) == list(range(1, 61))  # nothing lost, nothing twice
-    assert any(e.message.startswith("Fine-tuning job resumed from the checkpoint at step") for e in events)
+    resumed = [step_of(e.message) for e in events if e.message.startswith("Fine-tuning job resumed from the ")]
+    assert resumed == [newest]  # worker 2 took up the newest checkpoint worker 1 wrote, once
     # The fine-tuned model answers on both servers, loaded from the object store by each.
     assert greedy(via_a, finished.fine_tuned_model).startswith("pong")
     assert greedy(via_b, finished.fine_tuned_model) == greedy(via_a, finished.fine_tuned_model)
 
-    # A cancel taken by server A reaches the job worker 2 runs (it heartbeats through the database).
-    long_job = via_b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=pong_file(via_b, 20),
-                                             method=supervised(n_epochs=50, batch_size=2))
+    # A cancel and a pause taken by server A reach the job worker 2 runs (its heartbeat reads them from the
+    # database). Worker 2 runs one job at a time, and each long job below would hold it for minutes: that it
+    # takes the next queued job is the proof the running one stopped. How long that took is printed.
+    training = pong_file(via_b, 20)
+    long_job, after_it = (via_b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training,
+                                                        method=supervised(n_epochs=50, batch_size=2))
+                          for _ in range(2))
     wait_for(via_a, long_job.id, statuses=("running",), timeout=60)
+    started = time.monotonic()
     via_a.fine_tuning.jobs.cancel(long_job.id)
-    assert wait_for(via_b, long_job.id, timeout=60).status == "cancelled"
+    assert wait_for(via_b, after_it.id, statuses=("running",), timeout=20).status == "running"
+    freed_by_cancel = time.monotonic() - started
+    assert via_b.fine_tuning.jobs.retrieve(long_job.id).status == "cancelled"
+    wait_for(via_a, after_it.id, statuses=("running",), timeout=20)
+    deadline = time.monotonic() + 60
+    while not steps_claimed_by(all_events(via_a, after_it.id)):  # training, not only claimed
+        assert time.monotonic() < deadline, "the job after the cancelled one never trained"
+        time.sleep(0.05)
+    short = via_b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training,
+                                          method=supervised(n_epochs=1, batch_size=2))
+    started = time.monotonic()
+    assert via_a.fine_tuning.jobs.pause(after_it.id).status == "paused"
+    assert wait_for(via_b, short.id, statuses=("running", "succeeded"), timeout=20).status in ("running", "succeeded")
+    freed_by_pause = time.monotonic() - started
+    assert wait_for(via_a, short.id, timeout=120).status == "succeeded"
+    paused_at = steps_claimed_by(all_events(via_a, after_it.id))
+    assert via_a.fine_tuning.jobs.retrieve(after_it.id).status == "paused"
+    time.sleep(1.0)  # a paused job stays still: no step is logged while it waits
+    assert steps_claimed_by(all_events(via_a, after_it.id)) == paused_at
+    via_b.fine_tuning.jobs.resume(after_it.id)
+    wait_for(via_a, after_it.id, statuses=("running",), timeout=20)
+    via_a.fine_tuning.jobs.cancel(after_it.id)
+    assert wait_for(via_b, after_it.id, timeout=60).status == "cancelled"
+    print(f"worker freed {freed_by_cancel:.2f} s after a cancel, {freed_by_pause:.2f} s after a pause "
+          f"(heartbeat {cluster.env['INHOUSE_FINE_TUNING__HEARTBEAT_SECONDS']} s, poll 0.1 s)")
 
     # A key revoked through A stops working on B once B's key cache (5 s) has passed.
     key_id = made.json()["id"]
