@@ -16,9 +16,9 @@ import pytest
 
 from inhouse.api.auth import CALLER_KEY
 from inhouse.api.idempotency import Idempotency
+from inhouse.records import IdempotencyRecord, Project
 from inhouse.services.idempotency import IdempotencyService
 from inhouse.services.keys import Caller
-from inhouse.storage.records import IdempotencyRecord, Project
 from inhouse.storage.sqlite import SqliteMetadataStore
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server

@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from inhouse.storage.records import ModelRecord
+from inhouse.records import ModelRecord
 from tests.harness import ServerHandle
 
 FT = "ft:org/base-model:default:suffix:abc12345"

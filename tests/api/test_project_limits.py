@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from inhouse.cli import main as cli
+from inhouse.records import Project
 from inhouse.services.keys import CreatedKey
 from inhouse.services.rate_limits import Limit, RateLimiter, RateLimitExceeded
-from inhouse.storage.records import Project
 from tests.api.test_embeddings import tiny_encoder, tiny_settings  # noqa: F401 - the tiny encoder fixture
 from tests.api.test_rate_limits import emb_server, embed, error_of, new_key, seconds  # noqa: F401 - a fixture
 from tests.conftest import make_client, storage_env

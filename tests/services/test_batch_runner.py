@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from inhouse.bootstrap import build_services
+from inhouse.records import Project
 from inhouse.services.batch_lines import LineOutcome
 from inhouse.services.blob_keys import chunk_key
-from inhouse.storage.records import Project
 from tests.api.test_embeddings import tiny_encoder, tiny_settings  # noqa: F401 - the session's tiny encoder
 
 

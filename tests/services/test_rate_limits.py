@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from inhouse.records import RateUsage
 from inhouse.services.rate_limits import SERIES_IDLE_S, Limit, RateLimiter, RateLimitExceeded
-from inhouse.storage.records import RateUsage
 
 
 class Clock:

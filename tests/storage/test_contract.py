@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from inhouse.bootstrap import build_blob_store, build_metadata_store
+from inhouse.records import FileRecord, IdempotencyRecord, ModelRecord, UploadPartRecord, UploadRecord
 from inhouse.storage.base import BlobStore, MetadataStore
 from inhouse.storage.errors import Conflict
-from inhouse.storage.records import FileRecord, IdempotencyRecord, ModelRecord, UploadPartRecord, UploadRecord
 from tests.storage import postgres_server
 from tests.storage.seaweedfs import seaweedfs
 

@@ -7,14 +7,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 
-from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import (
+from inhouse.records import (
     BatchChunk,
     BatchRecord,
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
     ModelRecord,
 )
+from inhouse.storage.base import MetadataStore
 from tests.storage.test_contract import file_rec, meta_factory, run, with_meta  # noqa: F401 - a fixture
 from tests.storage.test_usage_contract import job
 

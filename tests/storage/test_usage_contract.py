@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from inhouse.records import ApiKey, FineTuningJobRecord, ModelRecord, RateUsage, UsageRecord
 from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import ApiKey, FineTuningJobRecord, ModelRecord, RateUsage, UsageRecord
 from tests.storage.test_contract import meta_factory, run, with_meta  # noqa: F401 - meta_factory is a fixture
 
 EMB, CHAT = "/v1/embeddings", "/v1/chat/completions"

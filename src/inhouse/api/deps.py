@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 
 from inhouse.api.auth import CALLER_KEY
 from inhouse.errors import AuthenticationFailed
+from inhouse.records import Project
 from inhouse.services.container import Services
 from inhouse.services.keys import Caller
-from inhouse.storage.records import Project
 
 
 async def get_services(request: Request) -> Services:

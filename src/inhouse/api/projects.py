@@ -10,9 +10,9 @@ from pydantic import ConfigDict, Field, StrictInt, StrictStr
 
 from inhouse.api.deps import CallerDep, ServicesDep
 from inhouse.errors import InvalidRequest, PermissionDenied
+from inhouse.records import ApiKey, Project
 from inhouse.schemas.common import Request as Body
 from inhouse.services.keys import KEY_PREFIX, Caller
-from inhouse.storage.records import ApiKey, Project
 
 router = APIRouter(tags=["projects"])
 Limit = Annotated[int, Query(ge=1, le=100)]

@@ -7,10 +7,10 @@ from fastapi import APIRouter, Request
 from inhouse.api.deps import ProjectDep, ServicesDep
 from inhouse.api.multipart import Form, Sink, read_form
 from inhouse.errors import InvalidRequest
+from inhouse.records import UploadRecord
 from inhouse.schemas.uploads import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
 from inhouse.services.files import ExpiresAfter
 from inhouse.services.uploads import PartIntake
-from inhouse.storage.records import UploadRecord
 
 router = APIRouter(tags=["uploads"])
 

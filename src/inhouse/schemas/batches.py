@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.records import BatchRecord
+from inhouse.records import BatchRecord
 
 
 def batch_object(b: BatchRecord) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
-from inhouse.storage.records import FileRecord
+from inhouse.records import FileRecord
 
 FilePurpose = Literal[
     "assistants",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningEventRecord, FineTuningJobRecord
+from inhouse.records import FineTuningCheckpointRecord, FineTuningEventRecord, FineTuningJobRecord
 
 _BASE_HP = ("batch_size", "learning_rate_multiplier", "n_epochs")
 

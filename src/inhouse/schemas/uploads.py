@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
+from inhouse.records import FileRecord, UploadPartRecord, UploadRecord
 from inhouse.schemas.common import Request
 from inhouse.schemas.files import FileExpirationAfter, OpenAIFile
-from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
 
 
 class CreateUploadRequest(Request):

@@ -19,6 +19,7 @@ from typing import Any
 from inhouse import observability
 from inhouse.config import Settings
 from inhouse.ids import new_id, now
+from inhouse.records import BatchChunk, BatchRecord, BatchStatus, FileRecord
 from inhouse.services.batch_lines import BatchLines, output_lines, unrun_line
 from inhouse.services.blob_keys import BATCHES, chunk_batch_id, chunk_key, file_blob_key
 from inhouse.services.checks import LineSplitter, LineTooLong, json_dict
@@ -26,7 +27,6 @@ from inhouse.services.files import ExpiresAfter, FilesService
 from inhouse.services.usage import UsageService
 from inhouse.services.usage_report import BATCH
 from inhouse.storage.base import BlobStore, MetadataStore
-from inhouse.storage.records import BatchChunk, BatchRecord, BatchStatus, FileRecord
 from inhouse.storage.tables import (
     BATCH_CANCELLED,
     BATCH_CANCELLING,

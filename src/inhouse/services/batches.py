@@ -8,9 +8,9 @@ from typing import Any
 
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import new_id, now
+from inhouse.records import BatchRecord, Page, Project
 from inhouse.services.fine_tuning import check_metadata
 from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import BatchRecord, Page, Project
 from inhouse.storage.tables import BATCH_CANCELLING, BATCH_IN_PROGRESS, BATCH_VALIDATING
 
 # The endpoints a batch may target here (OpenAI's list also has /v1/responses, /v1/moderations,

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
+from inhouse.records import FileRecord, Page
 from inhouse.services.blob_keys import file_blob_key
 from inhouse.services.byte_range import ByteRange
 from inhouse.services.checks import ContentCheck, ImageCheck, JsonlCheck, OffLoop
 from inhouse.services.filenames import sanitize_filename
 from inhouse.storage.base import BlobStore, BlobWriter, FileStore, Order
-from inhouse.storage.records import FileRecord, Page
 
 CREATE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 2_592_000

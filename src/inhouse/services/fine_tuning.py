@@ -10,15 +10,15 @@ from typing import Any
 
 from inhouse.errors import InvalidRequest, NotFound
 from inhouse.ids import new_id, now, random_token
-from inhouse.services.models import ModelsService
-from inhouse.storage.base import MetadataStore
-from inhouse.storage.records import (
+from inhouse.records import (
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
     FineTuningJobRecord,
     Page,
     Project,
 )
+from inhouse.services.models import ModelsService
+from inhouse.storage.base import MetadataStore
 from inhouse.storage.tables import JOB_ACTIVE, JOB_CANCELLED, JOB_PAUSED, JOB_QUEUED, JOB_VALIDATING_FILES
 
 MAX_SEED = 2_147_483_647

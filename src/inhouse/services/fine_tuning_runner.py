@@ -22,6 +22,7 @@ from inhouse.config import Settings
 from inhouse.engines.training import Resume, Stopped, TrainingRun, steps_per_epoch
 from inhouse.ids import new_id, now
 from inhouse.progress import Progress, progress
+from inhouse.records import FineTuningCheckpointRecord, FineTuningJobRecord, ModelRecord
 from inhouse.services.blob_keys import checkpoint_key, file_blob_key
 from inhouse.services.files import FilesService
 from inhouse.services.fine_tuning import event, model_kind, model_name, resolve
@@ -29,7 +30,6 @@ from inhouse.services.fine_tuning_data import DataInvalid, Dataset, parse_datase
 from inhouse.services.models import ModelsService
 from inhouse.services.ports import ModelPools, Trainer
 from inhouse.storage.base import BlobStore, MetadataStore, read_all
-from inhouse.storage.records import FineTuningCheckpointRecord, FineTuningJobRecord, ModelRecord
 from inhouse.storage.tables import (
     JOB_ACTIVE,
     JOB_FAILED,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from inhouse.errors import IdempotencyConflict, InhouseError
 from inhouse.ids import now
+from inhouse.records import IdempotencyRecord
 from inhouse.storage.base import IdempotencyStore
-from inhouse.storage.records import IdempotencyRecord
 
 RETENTION_S = 24 * 3600
 LEASE_S = 10  # an in-flight claim outlives its process by at most this long

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from inhouse.errors import AuthenticationFailed, InvalidRequest, NotFound
 from inhouse.ids import now
+from inhouse.records import ApiKey, Page, Project
 from inhouse.storage.base import KeyStore
-from inhouse.storage.records import ApiKey, Page, Project
 
 KEY_PREFIX = "sk-inh-"
 DEFAULT_PROJECT = "default"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from inhouse.errors import Overloaded
+from inhouse.records import RateUsage
 from inhouse.services.keys import Caller
-from inhouse.storage.records import RateUsage
 
 Kind = Literal["requests", "tokens"]
 MAX_BUCKETS = 100_000  # two per limited key or project; past it full (idle) buckets go first, then the oldest

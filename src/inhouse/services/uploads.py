@@ -9,6 +9,7 @@ from dataclasses import replace
 from inhouse.config import Limits
 from inhouse.errors import InvalidRequest, NotFound, RequestTooLarge, StorageFailure
 from inhouse.ids import new_id, now
+from inhouse.records import FileRecord, UploadPartRecord, UploadRecord
 from inhouse.services.blob_keys import file_blob_key, part_blob_key
 from inhouse.services.filenames import sanitize_filename
 from inhouse.services.files import (
@@ -20,7 +21,6 @@ from inhouse.services.files import (
     storage_failure,
 )
 from inhouse.storage.base import BlobStore, BlobWriter, UploadStore
-from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
 
 
 class PartIntake:

@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from inhouse.records import UsageRecord
 from inhouse.services.keys import Caller
 from inhouse.services.rate_limits import SYNC_KEEP_S, SYNC_WINDOW_S, RateLimiter, limits_of
 from inhouse.storage.base import UsageStore
-from inhouse.storage.records import UsageRecord
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from inhouse.errors import InvalidRequest, PermissionDenied
 from inhouse.ids import now
+from inhouse.records import UsageTotal
 from inhouse.services.keys import Caller
 from inhouse.services.usage import UsageService
 from inhouse.storage.base import UsageStore
-from inhouse.storage.records import UsageTotal
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86400}
 DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}

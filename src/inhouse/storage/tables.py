@@ -7,7 +7,7 @@ import json
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from inhouse.storage.records import BatchRecord, BatchStatus, JobStatus
+from inhouse.records import BatchRecord, BatchStatus, JobStatus
 
 # files, uploads, keys, projects, models
 FILE_COLS = "id, project_id, bytes, created_at, expires_at, filename, purpose, status, status_details, sha256"

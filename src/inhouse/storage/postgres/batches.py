@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from inhouse.records import BatchChunk, BatchRecord, FileRecord, Page
 from inhouse.storage.postgres.database import Conn, PostgresDatabase, Row, fetchone, leased, load_json, set_fields
 from inhouse.storage.postgres.files import insert_file_row
-from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
 from inhouse.storage.tables import BATCH_COLS, BATCH_JSON, BATCH_NAMES, BATCH_OPEN, BATCH_UPDATABLE, dump_json
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from inhouse.records import FileRecord, Page
 from inhouse.storage.postgres.database import Conn, PostgresDatabase, rowcount
 from inhouse.storage.protocols.files import Order
-from inhouse.storage.records import FileRecord, Page
 from inhouse.storage.tables import FILE_COLS
 
 _LIVE = "(expires_at IS NULL OR expires_at > %s)"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from inhouse.records import IdempotencyRecord
 from inhouse.storage.postgres.database import PostgresDatabase, fetchone, rowcount
-from inhouse.storage.records import IdempotencyRecord
 
 
 class PostgresIdempotency:

@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from inhouse.records import (
+    FineTuningCheckpointRecord,
+    FineTuningEventRecord,
+    FineTuningJobRecord,
+    ModelRecord,
+    Page,
+)
 from inhouse.storage.postgres.database import (
     Conn,
     PostgresDatabase,
@@ -16,13 +23,6 @@ from inhouse.storage.postgres.database import (
     set_fields,
 )
 from inhouse.storage.postgres.models import insert_model_row
-from inhouse.storage.records import (
-    FineTuningCheckpointRecord,
-    FineTuningEventRecord,
-    FineTuningJobRecord,
-    ModelRecord,
-    Page,
-)
 from inhouse.storage.tables import (
     CKPT_COLS,
     EVENT_COLS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from inhouse.ids import new_id, now
+from inhouse.records import ApiKey, Page, Project
 from inhouse.storage.errors import Conflict
 from inhouse.storage.postgres.database import PostgresDatabase, Row, fetchone, rowcount
-from inhouse.storage.records import ApiKey, Page, Project
 from inhouse.storage.tables import KEY_COLS, PROJECT_COLS
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from inhouse.records import ModelRecord
 from inhouse.storage.postgres.database import Conn, PostgresDatabase, rowcount
-from inhouse.storage.records import ModelRecord
 from inhouse.storage.tables import MODEL_COLS
 
 

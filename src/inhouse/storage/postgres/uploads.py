@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from inhouse.records import FileRecord, UploadPartRecord, UploadRecord
 from inhouse.storage.postgres.database import PostgresDatabase, fetchone, rowcount
 from inhouse.storage.postgres.files import insert_file_row
-from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
 from inhouse.storage.tables import UPLOAD_COLS
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from inhouse.records import RateUsage, UsageRecord, UsageTotal
 from inhouse.storage.postgres.database import Conn, PostgresDatabase, fetchall
-from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
 from inhouse.storage.tables import FINE_TUNING_ENDPOINT
 from inhouse.storage.tables import NO_KEY as _NO_KEY
 from inhouse.storage.tables import USAGE_GROUPABLE as _GROUPABLE

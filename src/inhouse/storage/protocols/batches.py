@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
+from inhouse.records import BatchChunk, BatchRecord, FileRecord, Page
 from inhouse.storage.tables import BATCH_OPEN
 
 

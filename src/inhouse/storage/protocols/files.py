@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from inhouse.storage.records import FileRecord, Page
+from inhouse.records import FileRecord, Page
 
 Order = Literal["asc", "desc"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from inhouse.storage.records import IdempotencyRecord
+from inhouse.records import IdempotencyRecord
 
 
 class IdempotencyStore(Protocol):

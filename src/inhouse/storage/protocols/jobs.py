@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from inhouse.storage.records import (
+from inhouse.records import (
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
     FineTuningJobRecord,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from inhouse.storage.records import ApiKey, Page, Project
+from inhouse.records import ApiKey, Page, Project
 
 
 class KeyStore(Protocol):

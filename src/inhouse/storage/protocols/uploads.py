@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
+from inhouse.records import FileRecord, UploadPartRecord, UploadRecord
 
 
 class UploadStore(Protocol):

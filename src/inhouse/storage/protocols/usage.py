@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
+from inhouse.records import RateUsage, UsageRecord, UsageTotal
 
 
 class UsageStore(Protocol):

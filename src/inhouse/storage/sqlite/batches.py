@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from inhouse.storage.records import BatchChunk, BatchRecord, FileRecord, Page
+from inhouse.records import BatchChunk, BatchRecord, FileRecord, Page
 from inhouse.storage.sqlite.database import SqliteDatabase, leased, load_json, on_db_thread, set_fields
 from inhouse.storage.sqlite.files import insert_file_row
 from inhouse.storage.tables import BATCH_COLS, BATCH_JSON, BATCH_NAMES, BATCH_OPEN, BATCH_UPDATABLE, dump_json

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from inhouse.records import FileRecord, Page
 from inhouse.storage.protocols.files import Order
-from inhouse.storage.records import FileRecord, Page
 from inhouse.storage.sqlite.database import SqliteDatabase, existing_ids, on_db_thread
 from inhouse.storage.tables import FILE_COLS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inhouse.storage.records import IdempotencyRecord
+from inhouse.records import IdempotencyRecord
 from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
 
 

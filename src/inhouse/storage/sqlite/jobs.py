@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from inhouse.storage.records import (
+from inhouse.records import (
     FineTuningCheckpointRecord,
     FineTuningEventRecord,
     FineTuningJobRecord,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inhouse.ids import new_id, now
-from inhouse.storage.records import ApiKey, Page, Project
+from inhouse.records import ApiKey, Page, Project
 from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
 from inhouse.storage.tables import KEY_COLS, PROJECT_COLS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from inhouse.storage.records import ModelRecord
+from inhouse.records import ModelRecord
 from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
 from inhouse.storage.tables import MODEL_COLS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inhouse.storage.records import FileRecord, UploadPartRecord, UploadRecord
+from inhouse.records import FileRecord, UploadPartRecord, UploadRecord
 from inhouse.storage.sqlite.database import SqliteDatabase, existing_ids, on_db_thread
 from inhouse.storage.sqlite.files import insert_file_row
 from inhouse.storage.tables import UPLOAD_COLS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inhouse.storage.records import RateUsage, UsageRecord, UsageTotal
+from inhouse.records import RateUsage, UsageRecord, UsageTotal
 from inhouse.storage.sqlite.database import SqliteDatabase, on_db_thread
 from inhouse.storage.tables import FINE_TUNING_ENDPOINT, NO_KEY, USAGE_GROUPABLE
 

@@ -1,4 +1,5 @@
-"""Plain records that cross the storage boundary; no behaviour, no HTTP."""
+"""Plain records that the stores keep and every layer passes along (a leaf: it imports nothing of ours); no
+behaviour, no HTTP."""
 
 from __future__ import annotations
 
