@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import openai
 import pytest
 
 from inhouse.engines.causal.data import calls_as_text, chat_text
+from inhouse.engines.training import Stopped
 from tests.conftest import make_client
 from tests.harness import ServerHandle, start_server
 from tests.llm import (
@@ -269,6 +271,42 @@ def test_cancel_while_running_stops_everything(llm: openai.OpenAI) -> None:
     assert llm.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
         llm.fine_tuning.jobs.pause(job.id)
+
+
+class _HeldStep:
+    """A trainer whose one step never ends by itself: it only watches should_stop, writing nothing (no step, no
+    checkpoint), so the heartbeat is the one way a cancel or pause can reach it, as during a long real step."""
+
+    def __init__(self) -> None:
+        self.started, self.stopped = threading.Event(), threading.Event()
+
+    def train(self, run: Any, hooks: Any, resume: Any) -> tuple[bytes, int]:
+        self.started.set()
+        deadline = time.monotonic() + 60
+        while not hooks.should_stop():
+            if time.monotonic() > deadline:
+                raise RuntimeError("no stop came")
+            time.sleep(0.01)
+        self.stopped.set()
+        raise Stopped()
+
+
+@pytest.mark.parametrize("action", ["cancel", "pause"])
+def test_cancel_and_pause_reach_a_step_in_progress_within_a_heartbeat(settings_factory: Any, tiny_llm: Path,
+                                                                      action: str) -> None:
+    settings = llm_settings(settings_factory, tiny_llm, heartbeat_seconds=1.0)  # the default
+    with start_server(settings) as server:
+        held = _HeldStep()
+        server.services.jobs.trainer = held
+        client = make_client(server.base_url, strict=False)
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=pong_file(client))
+        assert held.started.wait(60)
+        asked = time.monotonic()
+        assert getattr(client.fine_tuning.jobs, action)(job.id).status == {"cancel": "cancelled",
+                                                                          "pause": "paused"}[action]
+        assert held.stopped.wait(10), "the step never saw the stop"
+        # Within about a second: the next heartbeat reads the row (a generous bound, for a loaded box).
+        assert time.monotonic() - asked < 3 * settings.fine_tuning.heartbeat_seconds
 
 
 def test_pause_and_resume(llm: openai.OpenAI) -> None:

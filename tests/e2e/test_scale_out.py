@@ -192,9 +192,11 @@ def test_two_servers_two_workers_one_truth(cluster: Cluster) -> None:
     assert greedy(via_a, finished.fine_tuned_model).startswith("pong")
     assert greedy(via_b, finished.fine_tuned_model) == greedy(via_a, finished.fine_tuned_model)
 
-    # A cancel and a pause taken by server A reach the job worker 2 runs (its heartbeat reads them from the
-    # database). Worker 2 runs one job at a time, and each long job below would hold it for minutes: that it
-    # takes the next queued job is the proof the running one stopped. How long that took is printed.
+    # A cancel and a pause taken by server A reach the job worker 2 runs, through the database: its heartbeat,
+    # or the next step's or checkpoint's lease-guarded write, whichever comes first (this tiny model's steps are
+    # short; test_fine_tuning.py holds a step so that only the heartbeat can). Worker 2 runs one job at a time,
+    # and each long job below would hold it for minutes: that it takes the next queued job is the proof the
+    # running one stopped. How long that took is printed.
     training = pong_file(via_b, 20)
     long_job, after_it = (via_b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=training,
                                                         method=supervised(n_epochs=50, batch_size=2))
