@@ -296,14 +296,12 @@ class S3BlobStore:
 
     async def read(self, key: str, chunk_size: int = 1024 * 1024, *, offset: int = 0,
                    length: int | None = None) -> AsyncIterator[bytes]:
-        if length == 0:  # no byte range names nothing: only whether the blob is there
-            if await self.size(key) is None:
-                raise FileNotFoundError(key)
-            return
         last = None if length is None else offset + length - 1
-        body = await self.submit(self._get_sync, self.object_key(key), offset, last)
+        # No byte range names zero bytes, and one past the end has none: either way nothing to read, but a
+        # missing blob is still FileNotFoundError.
+        body = None if length == 0 else await self.submit(self._get_sync, self.object_key(key), offset, last)
         if body is None:
-            if await self.size(key) is None:  # a range past the end of nothing: still a missing blob
+            if await self.size(key) is None:
                 raise FileNotFoundError(key)
             return
         try:
